@@ -1,0 +1,708 @@
+"""The ``pixvcs`` command line: each command opens the repo, makes one library
+call, and formats the result. Library errors become a message and an exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from .errors import PixvcsError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# -- shared plumbing ------------------------------------------------------------------
+class Progress:
+    """Progress on stderr when it is a terminal; silent in pipes, CI and --json."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.last = 0.0
+        self.stage = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if done < total and stage == self.stage and now - self.last < 0.1:
+            return
+        self.last, self.stage = now, stage
+        pct = 100 * done // total if total else 100
+        sys.stderr.write(f"\r{stage}: {done}/{total} ({pct}%)")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def progress_for(as_json: bool) -> Progress:
+    return Progress(enabled=not as_json and sys.stderr.isatty() and os.environ.get("CI", "") == "")
+
+
+def json_option(f: F) -> F:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout."
+    )(f)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+@contextmanager
+def open_repo(ctx: click.Context) -> Iterator[Any]:
+    from .repo import Repo
+
+    repo = Repo.open(ctx.obj["cwd"])
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
+def user_path(ctx: click.Context, p: str) -> str:
+    """Paths on the command line are relative to the (-C adjusted) current directory."""
+    return os.path.abspath(os.path.join(ctx.obj["cwd"], p))
+
+
+def handle_errors(f: F) -> F:
+    @wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except PixvcsError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def identity_from_env() -> str | None:
+    name, email = os.environ.get("GIT_AUTHOR_NAME"), os.environ.get("GIT_AUTHOR_EMAIL")
+    if name and email:
+        return f"{name} <{email}>"
+    return None
+
+
+# -- the group ----------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-C",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Run as if pixvcs was started in this directory.",
+)
+@click.version_option(package_name="pixvcs")
+@click.pass_context
+def main(ctx: click.Context, directory: str | None) -> None:
+    """pixvcs: git-native versioning for image datasets.
+
+    \b
+    Example:
+      pixvcs init photos && cd photos
+      cp -r ~/raw/cats cats && pixvcs add . && pixvcs commit -m "first cats"
+      pixvcs diff v1 main
+    """
+    cwd = os.path.abspath(directory) if directory else os.getcwd()
+    ctx.obj = {"cwd": cwd}
+
+
+@main.command()
+@click.argument("directory", required=False, default=".")
+@click.option("--bare", is_flag=True, help="A repository with no work tree (a remote).")
+@click.option("-b", "--initial-branch", default="main", show_default=True)
+@click.pass_context
+@handle_errors
+def init(ctx: click.Context, directory: str, bare: bool, initial_branch: str) -> None:
+    """Create a repository in DIRECTORY (default: here).
+
+    \b
+    Example:
+      pixvcs init my-dataset
+    """
+    from .repo import Repo
+
+    path = user_path(ctx, directory)
+    Repo.init(path, bare=bare, branch=initial_branch).close()
+    click.echo(f"Initialized empty pixvcs repository in {path}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--allow-invalid",
+    is_flag=True,
+    help="Stage images that do not decode, recorded as invalid, instead of refusing.",
+)
+@click.option("-f", "--force", is_flag=True, help="Add files even if .pixvcsignore ignores them.")
+@click.option(
+    "--link",
+    is_flag=True,
+    help="Hardlink files into the media store instead of copying (fast; the files "
+    "become read-only, see docs/format.md).",
+)
+@click.option("-j", "--jobs", type=int, default=None, help="Worker processes (default: cores).")
+@json_option
+@click.pass_context
+@handle_errors
+def add(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    allow_invalid: bool,
+    force: bool,
+    link: bool,
+    jobs: int | None,
+    as_json: bool,
+) -> None:
+    """Stage files; every image is validated and fingerprinted once.
+
+    A file that looks like an image but does not fully decode (truncated,
+    empty, a decompression bomb) refuses the whole call: nothing is staged.
+
+    \b
+    Example:
+      pixvcs add cats/ dogs/ labels.csv
+    """
+    with open_repo(ctx) as repo:
+        result = repo.add(
+            [user_path(ctx, p) for p in paths],
+            allow_invalid=allow_invalid,
+            force=force,
+            link=link,
+            jobs=jobs,
+            progress=progress_for(as_json),
+        )
+    if as_json:
+        emit_json(
+            {
+                "added": result.added,
+                "unchanged": result.unchanged,
+                "invalid": [{"path": p, "error": e} for p, e in result.invalid],
+            }
+        )
+        return
+    click.echo(f"staged {len(result.added)} file(s), {result.unchanged} unchanged")
+    for p, e in result.invalid:
+        click.echo(f"  recorded as invalid: {p}: {e}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-r", "recursive", is_flag=True, help="Remove directories recursively.")
+@click.option("--cached", is_flag=True, help="Only untrack; keep the files in the work tree.")
+@click.pass_context
+@handle_errors
+def rm(ctx: click.Context, paths: tuple[str, ...], recursive: bool, cached: bool) -> None:
+    """Stop tracking files (and delete them, unless --cached).
+
+    \b
+    Example:
+      pixvcs rm -r blurry/
+    """
+    with open_repo(ctx) as repo:
+        removed = repo.rm([user_path(ctx, p) for p in paths], recursive=recursive, cached=cached)
+    for p in removed:
+        click.echo(f"rm {p}")
+
+
+def _print_list(title: str, paths: list[str], limit: int = 50) -> None:
+    if not paths:
+        return
+    click.echo(f"{title} ({len(paths)}):")
+    for p in paths[:limit]:
+        click.echo(f"  {p}")
+    if len(paths) > limit:
+        click.echo(f"  ... and {len(paths) - limit} more (use --json for all)")
+
+
+@main.command()
+@json_option
+@click.pass_context
+@handle_errors
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show staged, modified, deleted and untracked files.
+
+    Files whose size, mtime and inode match the index are not read again.
+    """
+    with open_repo(ctx) as repo:
+        st = repo.status(progress=progress_for(as_json))
+    if as_json:
+        emit_json(st.to_json())
+        return
+    click.echo(
+        f"On branch {st.branch}" if st.branch else f"HEAD detached at {(st.head or '')[:12]}"
+    )
+    _print_list("Staged, new", st.staged_added)
+    _print_list("Staged, modified", st.staged_modified)
+    _print_list("Staged, deleted", st.staged_deleted)
+    _print_list("Modified, not staged", st.modified)
+    _print_list("Deleted, not staged", st.deleted)
+    _print_list("Untracked", st.untracked)
+    if st.clean and not st.untracked:
+        click.echo("nothing to commit, working tree clean")
+
+
+@main.command()
+@click.option("-m", "--message", required=True, help="The commit message.")
+@click.option("--author", default=None, help='Override the author: "Name <email>".')
+@click.option("--allow-empty", is_flag=True, help="Record a commit even with nothing staged.")
+@json_option
+@click.pass_context
+@handle_errors
+def commit(
+    ctx: click.Context, message: str, author: str | None, allow_empty: bool, as_json: bool
+) -> None:
+    """Record the staged files as a new version.
+
+    \b
+    Example:
+      pixvcs commit -m "add 2k crawled cats" --author "Ana <ana@example.org>"
+    """
+    with open_repo(ctx) as repo:
+        who = author or identity_from_env()
+        cid = repo.commit(message, author=who, allow_empty=allow_empty)
+        info = repo.commit_info(cid)
+        branch = repo.current_branch()
+    if as_json:
+        emit_json(info.to_json())
+        return
+    click.echo(f"[{branch or 'detached'} {cid[:12]}] {message.splitlines()[0] if message else ''}")
+
+
+def _format_time(ts: int, tz: int) -> str:
+    t = time.gmtime(ts + tz)
+    sign = "+" if tz >= 0 else "-"
+    return (
+        time.strftime("%Y-%m-%d %H:%M:%S", t)
+        + f" {sign}{abs(tz) // 3600:02d}{abs(tz) % 3600 // 60:02d}"
+    )
+
+
+@main.command()
+@click.argument("rev", required=False)
+@click.option("--oneline", is_flag=True, help="One line per commit.")
+@click.option("-n", "--max-count", type=int, default=None, help="Show at most N commits.")
+@json_option
+@click.pass_context
+@handle_errors
+def log(
+    ctx: click.Context, rev: str | None, oneline: bool, max_count: int | None, as_json: bool
+) -> None:
+    """Show the versions, newest first.
+
+    \b
+    Example:
+      pixvcs log --oneline main
+    """
+    with open_repo(ctx) as repo:
+        commits = repo.log(rev, max_count=max_count)
+    if as_json:
+        emit_json([c.to_json() for c in commits])
+        return
+    for c in commits:
+        if oneline:
+            click.echo(f"{c.id[:12]} {c.message.splitlines()[0] if c.message else ''}")
+        else:
+            click.echo(f"commit {c.id}")
+            if len(c.parents) > 1:
+                click.echo("Merge: " + " ".join(p[:12] for p in c.parents))
+            click.echo(f"Author: {c.author}")
+            click.echo(f"Date:   {_format_time(c.time, c.timezone)}\n")
+            for line in c.message.rstrip("\n").splitlines():
+                click.echo(f"    {line}")
+            click.echo()
+
+
+@main.command()
+@click.argument("rev", default="HEAD")
+@json_option
+@click.pass_context
+@handle_errors
+def show(ctx: click.Context, rev: str, as_json: bool) -> None:
+    """Show one version: its commit and what it changed against its first parent."""
+    with open_repo(ctx) as repo:
+        cid = repo.resolve(rev)
+        info = repo.commit_info(cid)
+        d = repo.diff(info.parents[0], cid) if info.parents else _initial_diff(repo, cid)
+    if as_json:
+        emit_json({**info.to_json(), "diff": d.to_json()})
+        return
+    click.echo(
+        f"commit {info.id}\nAuthor: {info.author}\nDate:   {_format_time(info.time, info.timezone)}\n"
+    )
+    for line in info.message.rstrip("\n").splitlines():
+        click.echo(f"    {line}")
+    click.echo()
+    _print_diff(d, stat_only=False)
+
+
+def _initial_diff(repo: Any, cid: str) -> Any:
+    from .diff import diff_trees
+
+    return diff_trees(repo, None, repo.tree_of(cid), old_label=None, new_label=cid)
+
+
+def _print_diff(d: Any, *, stat_only: bool) -> None:
+    click.echo(
+        f"{len(d.added)} added, {len(d.removed)} removed, {len(d.modified)} modified, "
+        f"{len(d.renamed)} renamed"
+    )
+    if d.classes:
+        width = max(8, *(len(c) for c in d.classes))
+        click.echo(f"\n  {'class':<{width}}  {'before':>8}  {'after':>8}  {'change':>7}")
+        for cls, n in d.classes.items():
+            delta = n["after"] - n["before"]
+            click.echo(f"  {cls:<{width}}  {n['before']:>8}  {n['after']:>8}  {delta:>+7}")
+    if stat_only:
+        return
+    click.echo()
+    _print_list("Added", d.added)
+    _print_list("Removed", d.removed)
+    _print_list("Modified", d.modified)
+    if d.renamed:
+        click.echo(f"Renamed / relabelled ({len(d.renamed)}):")
+        for r in d.renamed[:50]:
+            click.echo(f"  {r['from']} -> {r['to']}")
+        if len(d.renamed) > 50:
+            click.echo(f"  ... and {len(d.renamed) - 50} more (use --json for all)")
+
+
+@main.command()
+@click.argument("revs", nargs=-1)
+@click.option("--stat", "stat_only", is_flag=True, help="Counts and the per-class table only.")
+@json_option
+@click.pass_context
+@handle_errors
+def diff(ctx: click.Context, revs: tuple[str, ...], stat_only: bool, as_json: bool) -> None:
+    """Show what changed: images added, removed, modified, renamed; per-class counts.
+
+    With no REV, the work tree against HEAD; with one, REV against the work
+    tree; with two, between them.
+
+    \b
+    Example:
+      pixvcs diff v1 v2 --stat
+    """
+    if len(revs) > 2:
+        raise click.UsageError("diff takes at most two revisions")
+    with open_repo(ctx) as repo:
+        d = repo.diff(
+            revs[0] if revs else None,
+            revs[1] if len(revs) > 1 else None,
+            progress=progress_for(as_json),
+        )
+    if as_json:
+        emit_json(d.to_json())
+        return
+    _print_diff(d, stat_only=stat_only)
+
+
+@main.command()
+@click.argument("rev")
+@click.argument("paths", nargs=-1)
+@click.option("-f", "--force", is_flag=True, help="Discard local changes.")
+@click.option("-b", "new_branch", default=None, help="Create a branch at REV and switch to it.")
+@json_option
+@click.pass_context
+@handle_errors
+def checkout(
+    ctx: click.Context,
+    rev: str,
+    paths: tuple[str, ...],
+    force: bool,
+    new_branch: str | None,
+    as_json: bool,
+) -> None:
+    """Make the work tree exactly REV (a branch, tag or commit).
+
+    Only paths whose content differs are touched; uncommitted changes are
+    never overwritten unless --force. After `--`, restore only those paths.
+
+    \b
+    Example:
+      pixvcs checkout v1
+      pixvcs checkout main -- cats/
+    """
+    with open_repo(ctx) as repo:
+        if new_branch:
+            repo.create_branch(new_branch, rev)
+            rev = new_branch
+        result = repo.checkout(
+            rev,
+            force=force,
+            paths=[user_path(ctx, p) for p in paths] if paths else None,
+            progress=progress_for(as_json),
+        )
+    if as_json:
+        emit_json(
+            {
+                "commit": result.target,
+                "branch": result.branch,
+                "written": result.written,
+                "removed": result.removed,
+            }
+        )
+        return
+    where = f"branch {result.branch}" if result.branch else result.target[:12]
+    click.echo(f"checked out {where}: {result.written} written, {result.removed} removed")
+
+
+@main.command()
+@click.argument("rev")
+@click.option("-m", "--message", default=None, help="Message for the rollback commit.")
+@click.option("--author", default=None, help='"Name <email>".')
+@click.option("-f", "--force", is_flag=True, help="Discard local changes.")
+@json_option
+@click.pass_context
+@handle_errors
+def rollback(
+    ctx: click.Context,
+    rev: str,
+    message: str | None,
+    author: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Commit REV's exact content on the current branch, keeping history.
+
+    \b
+    Example:
+      pixvcs rollback v3 -m "undo bad crawl"
+    """
+    with open_repo(ctx) as repo:
+        cid = repo.rollback(
+            rev,
+            message=message,
+            author=author or identity_from_env(),
+            force=force,
+            progress=progress_for(as_json),
+        )
+        info = repo.commit_info(cid)
+    if as_json:
+        emit_json(info.to_json())
+        return
+    click.echo(f"rolled back to {rev} as commit {cid[:12]}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.argument("rev", required=False)
+@click.option("-d", "--delete", "delete", default=None, metavar="NAME", help="Delete a branch.")
+@click.option("-f", "--force", is_flag=True, help="Move an existing branch.")
+@json_option
+@click.pass_context
+@handle_errors
+def branch(
+    ctx: click.Context,
+    name: str | None,
+    rev: str | None,
+    delete: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """List branches, create NAME at REV (default HEAD), or delete one.
+
+    \b
+    Example:
+      pixvcs branch cleanup v2
+    """
+    with open_repo(ctx) as repo:
+        if delete:
+            old = repo.delete_branch(delete)
+            click.echo(f"deleted branch {delete} (was {old[:12]})")
+            return
+        if name:
+            target = repo.create_branch(name, rev, force=force)
+            if as_json:
+                emit_json({"name": name, "commit": target})
+            else:
+                click.echo(f"branch {name} at {target[:12]}")
+            return
+        branches = repo.branches()
+        current = repo.current_branch()
+    if as_json:
+        emit_json(
+            [{"name": n, "commit": c, "current": n == current} for n, c in sorted(branches.items())]
+        )
+        return
+    for n, c in sorted(branches.items()):
+        click.echo(f"{'*' if n == current else ' '} {n} {c[:12]}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.argument("rev", required=False)
+@click.option("-m", "--message", default=None, help="Make an annotated tag with this message.")
+@click.option("-d", "--delete", "delete", is_flag=True, help="Delete the tag NAME.")
+@click.option("-f", "--force", is_flag=True, help="Move an existing tag.")
+@json_option
+@click.pass_context
+@handle_errors
+def tag(
+    ctx: click.Context,
+    name: str | None,
+    rev: str | None,
+    message: str | None,
+    delete: bool,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """List tags, or tag REV (default HEAD) as NAME.
+
+    \b
+    Example:
+      pixvcs tag v1 -m "first release of the dataset"
+    """
+    with open_repo(ctx) as repo:
+        if name and delete:
+            repo.delete_tag(name)
+            click.echo(f"deleted tag {name}")
+            return
+        if name:
+            target = repo.create_tag(name, rev, message=message, force=force)
+            if as_json:
+                emit_json({"name": name, "commit": target})
+            else:
+                click.echo(f"tag {name} at {target[:12]}")
+            return
+        tags = repo.tags()
+    if as_json:
+        emit_json([{"name": n, "commit": c} for n, c in sorted(tags.items())])
+        return
+    for n in sorted(tags):
+        click.echo(n)
+
+
+@main.command()
+@click.argument("rev")
+@click.option("-m", "--message", default=None, help="Message for a merge commit.")
+@click.option("--author", default=None, help='"Name <email>".')
+@json_option
+@click.pass_context
+@handle_errors
+def merge(
+    ctx: click.Context, rev: str, message: str | None, author: str | None, as_json: bool
+) -> None:
+    """Merge REV into the current branch.
+
+    Fast-forwards when possible; otherwise makes a merge commit when the two
+    sides changed different paths. Conflicting paths are reported and nothing
+    is changed.
+
+    \b
+    Example:
+      pixvcs merge crawl/2024-06-01
+    """
+    with open_repo(ctx) as repo:
+        result = repo.merge(
+            rev,
+            message=message,
+            author=author or identity_from_env(),
+            progress=progress_for(as_json),
+        )
+    if as_json:
+        emit_json({"result": result.kind, "commit": result.commit, "changed": result.changed})
+        return
+    if result.kind == "up-to-date":
+        click.echo("already up to date")
+    else:
+        click.echo(
+            f"{result.kind}: now at {(result.commit or '')[:12]} ({result.changed} paths changed)"
+        )
+
+
+@main.command(name="ls")
+@click.argument("rev", required=False)
+@json_option
+@click.pass_context
+@handle_errors
+def ls_cmd(ctx: click.Context, rev: str | None, as_json: bool) -> None:
+    """List tracked files of REV (default HEAD) with oid, size and image facts.
+
+    \b
+    Example:
+      pixvcs ls v2 --json | jq '.[] | select(.width < 224)'
+    """
+    with open_repo(ctx) as repo:
+        entries = repo.ls(rev)
+    if as_json:
+        emit_json([e.to_json() for e in entries])
+        return
+    for e in entries:
+        dims = f"{e.width}x{e.height} {e.format}" if e.width else e.kind
+        ident = (e.oid or e.blob)[:16]
+        click.echo(f"{ident}  {e.size:>10}  {dims:<16}  {e.path}")
+
+
+@main.command()
+@json_option
+@click.pass_context
+@handle_errors
+def fsck(ctx: click.Context, as_json: bool) -> None:
+    """Verify every reachable object and every media object's hash.
+
+    Exits non-zero naming every problem (path and oid).
+    """
+    with open_repo(ctx) as repo:
+        report = repo.fsck(progress=progress_for(as_json))
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        for p in report.problems:
+            click.echo(f"error: {p['message']}")
+        click.echo(
+            f"checked {report.commits} commits, {report.trees} trees, {report.blobs} blobs, "
+            f"{report.media_checked} media objects: "
+            + ("ok" if report.ok else f"{len(report.problems)} problem(s)")
+        )
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@json_option
+@click.pass_context
+@handle_errors
+def gc(ctx: click.Context, as_json: bool) -> None:
+    """Remove media objects no ref or index entry reaches; pack loose git objects."""
+    with open_repo(ctx) as repo:
+        report = repo.gc(progress=progress_for(as_json))
+    if as_json:
+        emit_json(report.to_json())
+        return
+    click.echo(
+        f"removed {report.removed_media} unreachable media object(s) "
+        f"({report.removed_bytes} bytes), kept {report.kept_media}, "
+        f"packed {report.packed_objects} loose git object(s)"
+    )
+
+
+@main.group()
+def catalog() -> None:
+    """The image catalog (derived data: dimensions, format, perceptual hash)."""
+
+
+@catalog.command(name="rebuild")
+@json_option
+@click.pass_context
+@handle_errors
+def catalog_rebuild(ctx: click.Context, as_json: bool) -> None:
+    """Recreate the catalog by decoding every media object again."""
+    with open_repo(ctx) as repo:
+        result = repo.rebuild_catalog(progress=progress_for(as_json))
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"catalog rebuilt: {result['objects']} objects, {result['invalid']} invalid")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

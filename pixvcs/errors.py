@@ -1,0 +1,182 @@
+"""The pixvcs exception tree.
+
+Every error pixvcs raises on purpose derives from :class:`PixvcsError`; the CLI
+turns each into a one-line message and a non-zero exit code::
+
+    PixvcsError
+    ├── NotARepository          no .pixvcs directory at or above the path
+    ├── RepositoryExists        init over an existing repository
+    ├── UnsupportedFormat       repository format newer than this pixvcs reads
+    ├── LockTimeout             another live process holds the repository lock
+    ├── BadRevision             a revision name that resolves to nothing
+    ├── BadPath                 a path outside the working tree, or not tracked
+    ├── InvalidImages           add refused files that do not decode (carries all)
+    ├── InvalidPointer          a blob that claims to be an LFS pointer but is malformed
+    ├── UnsafeTreeEntry         a tree entry that could escape the working tree
+    ├── MissingMedia            a media object needed for an operation is absent
+    ├── CorruptObject           stored bytes do not hash to their name
+    ├── LocalChanges            an operation would overwrite uncommitted work
+    ├── MergeConflict           both sides changed the same paths (carries them)
+    ├── NothingToCommit         commit with no staged change
+    └── RefConflict             a compare-and-swap ref update lost a race
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class PixvcsError(Exception):
+    """Root of every error pixvcs raises deliberately."""
+
+    exit_code = 1
+
+
+class NotARepository(PixvcsError):
+    """Raised when no pixvcs repository is found at or above a path."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"not a pixvcs repository (or any parent up to /): {path}")
+        self.path = path
+
+
+class RepositoryExists(PixvcsError):
+    """Raised by init when the directory already holds a repository."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"a pixvcs repository already exists at {path}")
+        self.path = path
+
+
+class UnsupportedFormat(PixvcsError):
+    """Raised when a repository's format version is newer than this pixvcs reads."""
+
+    def __init__(self, found: int, supported: int) -> None:
+        super().__init__(
+            f"repository format version {found} is newer than this pixvcs supports "
+            f"({supported}); upgrade pixvcs"
+        )
+        self.found = found
+        self.supported = supported
+
+
+class LockTimeout(PixvcsError):
+    """Raised when the repository lock is held by another live process too long."""
+
+    def __init__(self, path: str, holder: str) -> None:
+        super().__init__(f"repository is locked by another process ({holder}): {path}")
+        self.path = path
+        self.holder = holder
+
+
+class BadRevision(PixvcsError):
+    """Raised when a revision (branch, tag, commit id, HEAD~N) resolves to nothing."""
+
+    def __init__(self, rev: str, why: str = "unknown revision") -> None:
+        super().__init__(f"{why}: {rev}")
+        self.rev = rev
+
+
+class BadPath(PixvcsError):
+    """Raised for a path outside the working tree, or one that matches nothing."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+        self.path = path
+        self.why = why
+
+
+class InvalidImages(PixvcsError):
+    """Raised by add when files that look like images do not decode; nothing is staged."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  {path}: {why}" for path, why in self.problems)
+        super().__init__(
+            f"refused {len(self.problems)} invalid image(s); nothing was staged "
+            f"(use --allow-invalid to record them as invalid):\n{lines}"
+        )
+
+
+class InvalidPointer(PixvcsError):
+    """Raised when a blob starts like an LFS pointer but breaks the spec."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"malformed LFS pointer: {why}")
+        self.why = why
+
+
+class UnsafeTreeEntry(PixvcsError):
+    """Raised before any write when a tree entry could escape or damage the work tree."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"refusing unsafe tree entry {path!r}: {why}")
+        self.path = path
+        self.why = why
+
+
+class MissingMedia(PixvcsError):
+    """Raised when media objects an operation needs are not in the store."""
+
+    def __init__(self, missing: Sequence[tuple[str, str]], where: str) -> None:
+        self.missing = list(missing)
+        self.where = where
+        shown = "\n".join(f"  {path}: {oid}" for path, oid in self.missing[:20])
+        more = f"\n  ... and {len(self.missing) - 20} more" if len(self.missing) > 20 else ""
+        super().__init__(
+            f"{len(self.missing)} media object(s) missing from {where}:\n{shown}{more}"
+        )
+
+
+class CorruptObject(PixvcsError):
+    """Raised when stored bytes do not hash to the name they are stored under."""
+
+    def __init__(self, expected: str, got: str, where: str) -> None:
+        super().__init__(f"corrupt object {expected} in {where}: bytes hash to {got}")
+        self.expected = expected
+        self.got = got
+        self.where = where
+
+
+class LocalChanges(PixvcsError):
+    """Raised when an operation would overwrite uncommitted changes (use force)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+        shown = "\n".join(f"  {p}" for p in self.paths[:20])
+        more = f"\n  ... and {len(self.paths) - 20} more" if len(self.paths) > 20 else ""
+        super().__init__(
+            f"your local changes would be overwritten (commit them, or use --force):\n{shown}{more}"
+        )
+
+
+class MergeConflict(PixvcsError):
+    """Raised when both sides of a merge changed the same paths differently."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+        shown = "\n".join(f"  {p}" for p in self.paths[:50])
+        super().__init__(
+            f"merge conflict in {len(self.paths)} path(s); nothing was changed:\n{shown}"
+        )
+
+
+class NothingToCommit(PixvcsError):
+    """Raised by commit when the index equals HEAD."""
+
+    def __init__(self) -> None:
+        super().__init__("nothing to commit (use 'pixvcs add')")
+
+
+class RefConflict(PixvcsError):
+    """Raised when a ref moved under us between read and compare-and-swap."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"ref {ref} was updated concurrently; try again")
+        self.ref = ref
+
+
+class UsageError(PixvcsError):
+    """Raised for a request that makes no sense (e.g. deleting the current branch)."""
+
+    exit_code = 2

@@ -1,0 +1,191 @@
+"""Turning working-tree files into stored objects, in parallel.
+
+Each file is read once: hashed (SHA-256 for media, git blob id for the rest),
+decoded once if it is an image (validation + perceptual hash), and written to
+the media store. Workers write a whole batch of temporary files, make them
+durable with one filesystem sync, then rename them into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat as stat_mod
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+from .imageinfo import (
+    MAX_PIXELS,
+    ImageInfo,
+    InvalidImage,
+    has_image_extension,
+    inspect_image,
+    sniff,
+)
+from .media import MediaStore
+from .pointer import format_pointer
+
+BATCH = 64
+PARALLEL_THRESHOLD = 48
+
+
+@dataclass(slots=True)
+class Ingested:
+    path: str  # repository-relative, "/"-separated
+    kind: str  # "media" | "blob"
+    mode: int  # git file mode
+    size: int
+    blob: str  # git blob id (of the pointer, for media)
+    oid: str | None  # SHA-256 for media
+    mtime_ns: int
+    ino: int
+    info: ImageInfo | None = None
+    error: str | None = None  # why the image is invalid
+    data: bytes | None = None  # content of a regular file, to store as a git blob
+
+
+def git_blob_id(data: bytes) -> str:
+    h = hashlib.sha1(b"blob %d\x00" % len(data))
+    h.update(data)
+    return h.hexdigest()
+
+
+def git_mode(st_mode: int) -> int:
+    return 0o100755 if st_mode & stat_mod.S_IXUSR else 0o100644
+
+
+def classify(path: str, data: bytes) -> bool:
+    """True when the file is to be treated as an image (by content or extension)."""
+    return sniff(data[:32]) is not None or has_image_extension(path)
+
+
+def ingest_one(
+    store: MediaStore,
+    rel: str,
+    abspath: str,
+    *,
+    link: bool,
+    max_pixels: int,
+    pending: list[tuple[str, str]],
+) -> Ingested:
+    st = os.lstat(abspath)
+    with open(abspath, "rb") as f:
+        data = f.read()
+    mode = git_mode(st.st_mode)
+    if not classify(rel, data):
+        return Ingested(
+            rel,
+            "blob",
+            mode,
+            len(data),
+            git_blob_id(data),
+            None,
+            st.st_mtime_ns,
+            st.st_ino,
+            data=data,
+        )
+    oid = hashlib.sha256(data).hexdigest()
+    info: ImageInfo | None = None
+    error: str | None = None
+    try:
+        info = inspect_image(data, max_pixels=max_pixels)
+    except InvalidImage as e:
+        error = str(e)
+    # invalid images are stored too: add decides whether to stage them, and an
+    # unstaged object is only an unreferenced file that gc removes
+    if not store.has(oid):
+        if link:
+            _link_into_store(store, abspath, oid, pending)
+        else:
+            pending.append((store.write_temp(data), oid))
+    blob = git_blob_id(format_pointer(oid, len(data)))
+    return Ingested(
+        rel, "media", mode, len(data), blob, oid, st.st_mtime_ns, st.st_ino, info=info, error=error
+    )
+
+
+def _link_into_store(
+    store: MediaStore, abspath: str, oid: str, pending: list[tuple[str, str]]
+) -> None:
+    tmp = os.path.join(store.tmp_dir, f"link-{os.getpid()}-{oid}")
+    try:
+        os.link(abspath, tmp)
+    except OSError:  # cross-device or no hardlinks here: fall back to a copy
+        with open(abspath, "rb") as f:
+            pending.append((store.write_temp(f.read()), oid))
+        return
+    pending.append((tmp, oid))
+
+
+def ingest_batch(
+    lfs_dir: str, items: Sequence[tuple[str, str]], link: bool, max_pixels: int
+) -> list[Ingested | tuple[str, str]]:
+    """Worker entry point: ingest ``(rel, abspath)`` items; errors come back as
+    ``(rel, message)`` for files that vanished or cannot be read."""
+    store = MediaStore(lfs_dir)
+    out: list[Ingested | tuple[str, str]] = []
+    pending: list[tuple[str, str]] = []
+    try:
+        for rel, abspath in items:
+            try:
+                out.append(
+                    ingest_one(
+                        store, rel, abspath, link=link, max_pixels=max_pixels, pending=pending
+                    )
+                )
+            except OSError as e:  # unreadable or vanished: reported per file by add
+                out.append((rel, f"cannot read: {e.strerror or e}"))
+        if pending:
+            store.sync()
+            for tmp, oid in pending:
+                store.publish(tmp, oid)
+            pending.clear()
+    finally:
+        for tmp, _ in pending:  # an exception left temps behind: drop them
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:  # already renamed or removed
+                pass
+    return out
+
+
+def ingest_files(
+    lfs_dir: str,
+    items: Sequence[tuple[str, str]],
+    *,
+    link: bool = False,
+    max_pixels: int = MAX_PIXELS,
+    jobs: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Ingested | tuple[str, str]]:
+    """Ingest many files, over the machine's cores when there are enough of them."""
+    total = len(items)
+    jobs = jobs or os.cpu_count() or 1
+    if total < PARALLEL_THRESHOLD or jobs == 1:
+        results: list[Ingested | tuple[str, str]] = []
+        for start in range(0, total, BATCH):
+            results.extend(ingest_batch(lfs_dir, items[start : start + BATCH], link, max_pixels))
+            if progress:
+                progress(len(results), total)
+        return results
+    batch = max(8, min(BATCH, total // (jobs * 4) or 8))
+    ctx = get_context("fork") if "fork" in _start_methods() else None
+    results = []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures: list[Future[list[Ingested | tuple[str, str]]]] = [
+            pool.submit(ingest_batch, lfs_dir, items[start : start + batch], link, max_pixels)
+            for start in range(0, total, batch)
+        ]
+        for fut in futures:
+            results.extend(fut.result())
+            if progress:
+                progress(len(results), total)
+    return results
+
+
+def _start_methods() -> list[str]:
+    import multiprocessing
+
+    return multiprocessing.get_all_start_methods()

@@ -1,0 +1,1345 @@
+"""The repository: a git directory (written with dulwich) plus media store, index, catalog.
+
+Layout of a work tree ``DIR`` (the full spec is docs/format.md)::
+
+    DIR/.pixvcs/                 the git directory (HEAD, config, objects/, refs/)
+    DIR/.pixvcs/lfs/objects/     media store, as git-lfs lays it out
+    DIR/.pixvcs/pixvcs/          pixvcs's own state: index.db, catalog.db, lock, tmp/
+
+Write order everywhere: media objects, then git objects, then the ref by
+compare-and-swap, then the index. Every write happens under the repository
+lock (an flock the kernel drops when its holder dies).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import stat as stat_mod
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tag, Tree
+from dulwich.refs import Ref
+from dulwich.repo import Repo as GitRepo
+
+from . import fsutil, trees
+from .catalog import Catalog
+from .diff import DatasetDiff, Side
+from .errors import (
+    BadPath,
+    BadRevision,
+    InvalidImages,
+    LocalChanges,
+    MergeConflict,
+    MissingMedia,
+    NotARepository,
+    NothingToCommit,
+    RefConflict,
+    RepositoryExists,
+    UnsupportedFormat,
+    UsageError,
+)
+from .imageinfo import IMAGE_EXTENSIONS, MAX_PIXELS
+from .index import Entry, Index
+from .ingest import Ingested, git_blob_id, ingest_files
+from .integrity import FsckReport, GcReport
+from .media import MediaStore
+from .pointer import format_pointer, looks_like_pointer, parse_pointer
+
+GIT_DIR = ".pixvcs"
+FORMAT_VERSION = 1
+DEFAULT_BRANCH = "main"
+IGNORE_FILE = ".pixvcsignore"
+
+Progress = Callable[[str, int, int], None]
+
+
+HEAD = Ref(b"HEAD")
+
+
+def _ref(name: str) -> Ref:
+    return Ref(name.encode())
+
+
+def _oid(hex_id: str) -> ObjectID:
+    return ObjectID(hex_id.encode())
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+GITATTRIBUTES = "".join(
+    f"*{ext} filter=lfs diff=lfs merge=lfs -text\n*{ext.upper()} filter=lfs diff=lfs merge=lfs -text\n"
+    for ext in IMAGE_EXTENSIONS
+).encode()
+
+
+@dataclass
+class AddResult:
+    added: list[str] = field(default_factory=list)  # staged: new or changed
+    unchanged: int = 0
+    invalid: list[tuple[str, str]] = field(default_factory=list)  # recorded with --allow-invalid
+
+
+@dataclass
+class Status:
+    branch: str | None
+    head: str | None
+    staged_added: list[str] = field(default_factory=list)
+    staged_modified: list[str] = field(default_factory=list)
+    staged_deleted: list[str] = field(default_factory=list)
+    modified: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    untracked: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (
+            self.staged_added
+            or self.staged_modified
+            or self.staged_deleted
+            or self.modified
+            or self.deleted
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "branch": self.branch,
+            "head": self.head,
+            "staged": {
+                "added": self.staged_added,
+                "modified": self.staged_modified,
+                "deleted": self.staged_deleted,
+            },
+            "modified": self.modified,
+            "deleted": self.deleted,
+            "untracked": self.untracked,
+            "clean": self.clean,
+        }
+
+
+@dataclass
+class CommitInfo:
+    id: str
+    message: str
+    author: str
+    committer: str
+    time: int  # author time, seconds since the epoch
+    timezone: int  # offset from UTC in seconds
+    parents: list[str]
+    tree: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "message": self.message,
+            "author": self.author,
+            "committer": self.committer,
+            "time": self.time,
+            "timezone": self.timezone,
+            "parents": self.parents,
+            "tree": self.tree,
+        }
+
+
+@dataclass
+class FileEntry:
+    path: str
+    mode: int
+    kind: str
+    blob: str
+    oid: str | None
+    size: int
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "oid": self.oid,
+            "size": self.size,
+            "blob": self.blob,
+            "mode": f"{self.mode:o}",
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+        }
+
+
+@dataclass
+class CheckoutResult:
+    target: str
+    branch: str | None
+    written: int = 0
+    removed: int = 0
+
+
+@dataclass
+class MergeResult:
+    kind: str  # "up-to-date" | "fast-forward" | "merge"
+    commit: str | None
+    changed: int = 0
+
+
+def find_root(start: str) -> str:
+    path = os.path.abspath(start)
+    while True:
+        if os.path.isdir(os.path.join(path, GIT_DIR)):
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            raise NotARepository(os.path.abspath(start))
+        path = parent
+
+
+class Repo(AbstractContextManager["Repo"]):
+    """A pixvcs repository with a work tree (or a bare one, for remotes)."""
+
+    def __init__(self, root: str, *, bare: bool = False) -> None:
+        self.root = os.path.abspath(root)
+        self.bare = bare
+        self.git_dir = self.root if bare else os.path.join(self.root, GIT_DIR)
+        if not os.path.isdir(os.path.join(self.git_dir, "objects")):
+            raise NotARepository(self.root)
+        self.git = GitRepo(self.git_dir, bare=True)
+        self._check_format()
+        self.state_dir = os.path.join(self.git_dir, "pixvcs")
+        self.tmp_dir = os.path.join(self.state_dir, "tmp")
+        self.media = MediaStore(os.path.join(self.git_dir, "lfs"))
+        self._index: Index | None = None
+        self._catalog: Catalog | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    @classmethod
+    def init(cls, path: str, *, bare: bool = False, branch: str = DEFAULT_BRANCH) -> Repo:
+        root = os.path.abspath(path)
+        git_dir = root if bare else os.path.join(root, GIT_DIR)
+        if os.path.exists(os.path.join(git_dir, "objects")):
+            raise RepositoryExists(root)
+        os.makedirs(git_dir, exist_ok=True)
+        git = GitRepo.init_bare(git_dir, default_branch=branch.encode())
+        config = git.get_config()
+        config.set(("core",), "bare", bare)
+        config.set(("pixvcs",), "formatversion", str(FORMAT_VERSION).encode())
+        config.set(("lfs",), "repositoryformatversion", b"0")
+        config.write_to_path()
+        git.close()
+        MediaStore.create(os.path.join(git_dir, "lfs"))
+        os.makedirs(os.path.join(git_dir, "pixvcs", "tmp"), exist_ok=True)
+        repo = cls(root, bare=bare)
+        if not bare:
+            attrs = os.path.join(root, ".gitattributes")
+            if not os.path.exists(attrs):
+                fsutil.atomic_write(attrs, GITATTRIBUTES, repo.tmp_dir)
+            repo.add([".gitattributes"])
+        return repo
+
+    @classmethod
+    def open(cls, path: str = ".", *, search_parents: bool = True) -> Repo:
+        path = os.path.abspath(path)
+        if os.path.isdir(os.path.join(path, GIT_DIR)):
+            return cls(path)
+        if os.path.isdir(os.path.join(path, "objects")) and os.path.isfile(
+            os.path.join(path, "HEAD")
+        ):
+            return cls(path, bare=True)
+        if not search_parents:
+            raise NotARepository(path)
+        return cls(find_root(path))
+
+    def _check_format(self) -> None:
+        config = self.git.get_config()
+        try:
+            raw = config.get(("pixvcs",), "formatversion")
+        except KeyError:
+            raise NotARepository(self.root) from None
+        try:
+            found = int(raw)
+        except ValueError:
+            raise UnsupportedFormat(-1, FORMAT_VERSION) from None
+        if found > FORMAT_VERSION or found < 1:
+            raise UnsupportedFormat(found, FORMAT_VERSION)
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+        self.git.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            self._index = Index(os.path.join(self.state_dir, "index.db"))
+        return self._index
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = Catalog(os.path.join(self.state_dir, "catalog.db"))
+        return self._catalog
+
+    def lock(self, timeout: float = 30.0) -> AbstractContextManager[None]:
+        return fsutil.repo_lock(os.path.join(self.state_dir, "lock"), timeout=timeout)
+
+    @property
+    def store(self) -> Any:
+        return self.git.object_store
+
+    # -- revisions ---------------------------------------------------------------
+    def head_commit(self) -> str | None:
+        try:
+            return self.git.refs[HEAD].decode()
+        except KeyError:
+            return None
+
+    def current_branch(self) -> str | None:
+        """The branch HEAD points at (even before its first commit), or None if detached."""
+        chain, _ = self.git.refs.follow(HEAD)
+        if len(chain) > 1 and chain[-1].startswith(b"refs/heads/"):
+            return chain[-1][len(b"refs/heads/") :].decode()
+        return None
+
+    def resolve(self, rev: str) -> str:
+        """Commit id for a branch, tag, (short) commit id, HEAD, with ``~N`` / ``^`` suffixes."""
+        base, steps = rev, 0
+        while True:
+            if base.endswith("^"):
+                base, steps = base[:-1], steps + 1
+                continue
+            head, sep, num = base.rpartition("~")
+            if sep and (num.isdigit() or num == ""):
+                base, steps = head, steps + (int(num) if num else 1)
+                continue
+            break
+        commit = self._resolve_one(base, rev)
+        for _ in range(steps):
+            if not commit.parents:
+                raise BadRevision(rev, "no such ancestor")
+            commit = self._commit(commit.parents[0].decode())
+        return commit.id.decode()
+
+    def _resolve_one(self, name: str, rev: str) -> Commit:
+        from dulwich.objectspec import parse_commit
+
+        if not name:
+            raise BadRevision(rev)
+        candidates = (
+            [name]
+            if name.startswith("refs/") or name == "HEAD"
+            else [f"refs/heads/{name}", f"refs/tags/{name}", f"refs/remotes/{name}", name]
+        )
+        for cand in candidates:
+            try:
+                sha = self.git.refs[_ref(cand)]
+            except KeyError:
+                continue
+            except ValueError:  # malformed ref name
+                raise BadRevision(rev, "invalid revision name") from None
+            return self._peel(sha, rev)
+        try:
+            return parse_commit(self.git, name.encode())
+        except (KeyError, ValueError):
+            raise BadRevision(rev) from None
+
+    def _peel(self, sha: bytes, rev: str) -> Commit:
+        obj = self.store[sha]
+        while isinstance(obj, Tag):
+            obj = self.store[obj.object[1]]
+        if not isinstance(obj, Commit):
+            raise BadRevision(rev, "not a commit")
+        return obj
+
+    def _commit(self, commit_id: str) -> Commit:
+        try:
+            obj = self.store[commit_id.encode()]
+        except KeyError:
+            raise BadRevision(commit_id, "missing commit object") from None
+        if not isinstance(obj, Commit):
+            raise BadRevision(commit_id, "not a commit")
+        return obj
+
+    def tree_of(self, rev: str | None) -> bytes | None:
+        """Root tree id of a revision; None for an unborn HEAD."""
+        if rev is None:
+            head = self.head_commit()
+            return None if head is None else bytes(self._commit(head).tree)
+        return bytes(self._commit(self.resolve(rev)).tree)
+
+    # -- paths -------------------------------------------------------------------
+    def relpath(self, path: str) -> str:
+        """Repository-relative "/" path for an absolute path or one relative to the root."""
+        full = os.path.normpath(path if os.path.isabs(path) else os.path.join(self.root, path))
+        rel = os.path.relpath(full, self.root)
+        if rel == ".":
+            return ""
+        if rel.startswith(".."):
+            raise BadPath(path, "outside the repository")
+        rel = rel.replace(os.sep, "/")
+        first = rel.split("/", 1)[0]
+        if first in (GIT_DIR, ".git"):
+            raise BadPath(path, "inside the repository's git directory")
+        return rel
+
+    def _abspath(self, rel: str) -> str:
+        return os.path.join(self.root, *rel.split("/"))
+
+    def _ignore(self) -> Any:
+        from dulwich.ignore import IgnoreFilter, read_ignore_patterns
+
+        path = os.path.join(self.root, IGNORE_FILE)
+        try:
+            with open(path, "rb") as f:
+                return IgnoreFilter(list(read_ignore_patterns(f)), path=path)
+        except FileNotFoundError:
+            return None
+
+    def _walk(
+        self, top_rel: str, tracked_dirs: set[str], ignore: Any, tracked: dict[str, Any]
+    ) -> Iterator[tuple[str, os.stat_result]]:
+        """Files under ``top_rel``: tracked ones always, untracked ones unless ignored."""
+        top = self._abspath(top_rel) if top_rel else self.root
+        stack = [(top, top_rel)]
+        while stack:
+            d, rel_d = stack.pop()
+            try:
+                it = os.scandir(d)
+            except (FileNotFoundError, NotADirectoryError):  # vanished during the walk
+                continue
+            with it:
+                for e in it:
+                    rel = f"{rel_d}/{e.name}" if rel_d else e.name
+                    if not rel_d and e.name in (GIT_DIR, ".git"):
+                        continue
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except FileNotFoundError:  # vanished during the walk
+                        continue
+                    if stat_mod.S_ISDIR(st.st_mode):
+                        if (
+                            ignore is not None
+                            and rel not in tracked_dirs
+                            and ignore.is_ignored(rel + "/")
+                        ):
+                            continue
+                        stack.append((e.path, rel))
+                    elif stat_mod.S_ISREG(st.st_mode):
+                        if rel in tracked or ignore is None or not ignore.is_ignored(rel):
+                            yield rel, st
+
+    # -- add / rm ------------------------------------------------------------------
+    def add(
+        self,
+        paths: Sequence[str],
+        *,
+        allow_invalid: bool = False,
+        force: bool = False,
+        link: bool = False,
+        max_pixels: int = MAX_PIXELS,
+        jobs: int | None = None,
+        progress: Progress = _no_progress,
+    ) -> AddResult:
+        """Stage files (directories recursively). Invalid images refuse the whole call."""
+        with self.lock():
+            return self._add(
+                paths,
+                allow_invalid=allow_invalid,
+                force=force,
+                link=link,
+                max_pixels=max_pixels,
+                jobs=jobs,
+                progress=progress,
+            )
+
+    def _add(
+        self,
+        paths: Sequence[str],
+        *,
+        allow_invalid: bool,
+        force: bool,
+        link: bool,
+        max_pixels: int,
+        jobs: int | None,
+        progress: Progress,
+    ) -> AddResult:
+        self._sync_base()
+        index = self.index
+        tracked = {e.path: e for e in index.entries()}
+        tracked_dirs = _dirs_of(tracked)
+        ignore = None if force else self._ignore()
+        todo: list[tuple[str, str]] = []
+        result = AddResult()
+        seen_deleted: list[str] = []
+        for p in paths:
+            rel = self.relpath(p)
+            full = self._abspath(rel) if rel else self.root
+            if os.path.isdir(full) and not os.path.islink(full):
+                files = list(self._walk(rel, tracked_dirs, ignore, tracked))
+                prefix = rel + "/" if rel else ""
+                seen = {f for f, _ in files}
+                seen_deleted.extend(
+                    t
+                    for t, e in tracked.items()
+                    if t.startswith(prefix) and t not in seen and e.blob is not None
+                )
+            elif os.path.isfile(full) and not os.path.islink(full):
+                if ignore is not None and rel not in tracked and ignore.is_ignored(rel):
+                    raise BadPath(p, f"ignored by {IGNORE_FILE} (use --force to add it anyway)")
+                files = [(rel, os.lstat(full))]
+            elif rel in tracked:
+                seen_deleted.append(rel)  # "add" of a deleted tracked file stages the deletion
+                continue
+            elif os.path.lexists(full):
+                raise BadPath(p, "not a regular file (symlinks and devices are not supported)")
+            else:
+                raise BadPath(p, "did not match any files")
+            for rel_f, st in files:
+                e = tracked.get(rel_f)
+                if e is not None and e.blob is not None and e.matches_stat(st):
+                    result.unchanged += 1
+                    continue
+                todo.append((rel_f, self._abspath(rel_f)))
+        todo = sorted(set(todo))
+        done = ingest_files(
+            self.media.root,
+            todo,
+            link=link,
+            max_pixels=max_pixels,
+            jobs=jobs,
+            progress=lambda d, t: progress("add", d, t),
+        )
+        unreadable = [r for r in done if isinstance(r, tuple)]
+        items = [r for r in done if isinstance(r, Ingested)]
+        invalid = [(i.path, i.error) for i in items if i.error is not None]
+        if unreadable or (invalid and not allow_invalid):
+            problems = [(p, why) for p, why in unreadable] + [(p, e or "") for p, e in invalid]
+            raise InvalidImages(sorted(problems))
+        blobs: list[tuple[ShaFile, str | None]] = [
+            (Blob.from_string(i.data), i.path)
+            for i in items
+            if i.kind == "blob" and i.data is not None
+        ]
+        self._add_git_objects(blobs)
+        rows = []
+        for i in items:
+            e = tracked.get(i.path)
+            if e is not None and e.blob == i.blob and e.mode == i.mode and not e.dirty:
+                index.refresh_stat([(i.path, i.size, i.mtime_ns, i.ino)])
+                result.unchanged += 1
+                continue
+            rows.append((i.path, i.mode, i.kind, i.oid, i.size, i.blob, i.mtime_ns, i.ino))
+            result.added.append(i.path)
+        result.invalid = [(p, e or "") for p, e in invalid]
+        if items:
+            self.media.sync()  # the renames of new media objects, before the index names them
+        self.catalog.record((i.oid, i.size, i.info, i.error) for i in items if i.oid is not None)
+        with index.transaction():
+            index.stage(rows)
+            index.unstage(seen_deleted)
+        return result
+
+    def rm(
+        self, paths: Sequence[str], *, recursive: bool = False, cached: bool = False
+    ) -> list[str]:
+        """Stop tracking paths; unless ``cached``, delete them from the work tree too."""
+        with self.lock():
+            self._sync_base()
+            tracked = {e.path: e for e in self.index.entries() if e.blob is not None}
+            targets: list[str] = []
+            for p in paths:
+                rel = self.relpath(p)
+                if rel in tracked:
+                    targets.append(rel)
+                    continue
+                prefix = rel + "/" if rel else ""
+                under = [t for t in tracked if t.startswith(prefix)]
+                if not under:
+                    raise BadPath(p, "did not match any tracked file")
+                if not recursive:
+                    raise BadPath(p, "is a directory (use -r to remove recursively)")
+                targets.extend(under)
+            with self.index.transaction():
+                self.index.unstage(targets)
+            if not cached:
+                for rel in targets:
+                    try:
+                        os.unlink(self._abspath(rel))
+                    except FileNotFoundError:  # already gone from the work tree
+                        pass
+                    self._prune_dirs(rel)
+            return sorted(targets)
+
+    def _add_git_objects(self, objects: list[tuple[ShaFile, str | None]]) -> None:
+        if not objects:
+            return
+        if len(objects) < 64:
+            for obj, _ in objects:
+                self.store.add_object(obj)
+        else:
+            self.store.add_objects(objects)
+
+    # -- status ------------------------------------------------------------------
+    def _sync_base(self) -> None:
+        """If HEAD moved outside pixvcs, make the index's base match it (slow path)."""
+        head = self.head_commit()
+        base = self.index.get_meta("base_commit")
+        if head == base or (head is None and base is None):
+            return
+        flat = (
+            {}
+            if head is None
+            else {p: (m, b) for p, m, b in trees.walk(self.store, self._commit(head).tree)}
+        )
+        with self.index.transaction():
+            self.index.rebase(flat, head or "")
+
+    def status(self, *, progress: Progress = _no_progress) -> Status:
+        if self.bare:
+            raise UsageError("a bare repository has no work tree")
+        self._sync_base()
+        st = Status(branch=self.current_branch(), head=self.head_commit())
+        entries = {e.path: e for e in self.index.entries()}
+        for e in entries.values():
+            if e.dirty:
+                if e.blob is None:
+                    st.staged_deleted.append(e.path)
+                elif e.base is None:
+                    st.staged_added.append(e.path)
+                else:
+                    st.staged_modified.append(e.path)
+        changes = self._worktree_changes(entries, progress=progress, untracked=st.untracked)
+        for path, change in changes.items():
+            (st.deleted if change is None else st.modified).append(path)
+        for lst in (
+            st.staged_added,
+            st.staged_modified,
+            st.staged_deleted,
+            st.modified,
+            st.deleted,
+            st.untracked,
+        ):
+            lst.sort()
+        return st
+
+    def _worktree_changes(
+        self,
+        entries: dict[str, Entry],
+        *,
+        progress: Progress,
+        untracked: list[str] | None = None,
+        only: Iterable[str] | None = None,
+    ) -> dict[str, Ingested | None]:
+        """Work-tree files whose content differs from the index: path -> new content
+        (``None`` = deleted). Files whose stat matches the cache are not read."""
+        live = {p: e for p, e in entries.items() if e.blob is not None}
+        suspects: list[tuple[str, str]] = []
+        if only is None:
+            ignore = self._ignore()
+            seen: set[str] = set()
+            for rel, s in self._walk("", _dirs_of(live), ignore, live):
+                e = live.get(rel)
+                if e is None:
+                    if untracked is not None:
+                        untracked.append(rel)
+                    continue
+                seen.add(rel)
+                if not e.matches_stat(s):
+                    suspects.append((rel, self._abspath(rel)))
+            gone = [p for p in live if p not in seen]
+        else:
+            gone = []
+            for rel in only:
+                e = live.get(rel)
+                if e is None:
+                    continue
+                try:
+                    s = os.lstat(self._abspath(rel))
+                except (FileNotFoundError, NotADirectoryError):
+                    gone.append(rel)
+                    continue
+                if not stat_mod.S_ISREG(s.st_mode) or not e.matches_stat(s):
+                    suspects.append((rel, self._abspath(rel)))
+        out: dict[str, Ingested | None] = dict.fromkeys(gone)
+        if suspects:
+            rehashed = _rehash(suspects, live, progress)
+            refresh = []
+            for rel, (item, same) in rehashed.items():
+                if item is None:
+                    out[rel] = None
+                elif same:
+                    refresh.append((rel, item.size, item.mtime_ns, item.ino))
+                else:
+                    out[rel] = item
+            if refresh:
+                self._try_refresh(refresh)
+        return out
+
+    def _try_refresh(self, rows: list[tuple[str, int, int, int]]) -> None:
+        """Record re-verified stat data, if no other process is writing right now."""
+        try:
+            with self.lock(timeout=0), self.index.transaction():
+                self.index.refresh_stat(rows)
+        except Exception:  # noqa: BLE001 - an optimisation only; never fail a read on it
+            return
+
+    # -- commit --------------------------------------------------------------------
+    def commit(
+        self,
+        message: str,
+        *,
+        author: str | None = None,
+        committer: str | None = None,
+        allow_empty: bool = False,
+        timestamp: int | None = None,
+    ) -> str:
+        with self.lock():
+            return self._commit_index(
+                message,
+                author=author,
+                committer=committer,
+                allow_empty=allow_empty,
+                timestamp=timestamp,
+            )
+
+    def default_identity(self) -> str:
+        config = self.git.get_config_stack()
+        try:
+            name = config.get(("user",), "name").decode()
+            email = config.get(("user",), "email").decode()
+        except KeyError:
+            user = getpass.getuser()
+            return f"{user} <{user}@{socket.gethostname()}>"
+        return f"{name} <{email}>"
+
+    def _commit_index(
+        self,
+        message: str,
+        *,
+        author: str | None,
+        committer: str | None,
+        allow_empty: bool,
+        timestamp: int | None,
+        extra_parents: Sequence[str] = (),
+    ) -> str:
+        self._sync_base()
+        staged = self.index.staged()
+        if not staged and not allow_empty and not extra_parents:
+            raise NothingToCommit()
+        head = self.head_commit()
+        base_tree = self._commit(head).tree if head else None
+        new_objects: list[tuple[ShaFile, str | None]] = []
+        changes: list[tuple[str, int | None, str | None]] = []
+        missing = []
+        for e in staged:
+            if e.blob is None:
+                changes.append((e.path, None, None))
+                continue
+            changes.append((e.path, e.mode, e.blob))
+            if e.kind == "media":
+                assert e.oid is not None
+                if not self.media.has(e.oid):
+                    missing.append((e.path, e.oid))
+                new_objects.append((Blob.from_string(format_pointer(e.oid, e.size)), e.path))
+        if missing:
+            raise MissingMedia(missing, self.media.root)
+        tree_id = trees.update(self.store, base_tree, changes, new_objects)
+        if tree_id == trees.EMPTY_TREE_ID:
+            new_objects.append((Tree(), None))
+        commit_id = self._write_commit(
+            tree_id,
+            [head] if head else [],
+            message,
+            author=author,
+            committer=committer,
+            timestamp=timestamp,
+            extra_parents=extra_parents,
+            objects=new_objects,
+        )
+        self._move_head(head, commit_id, message)
+        with self.index.transaction():
+            self.index.mark_committed(commit_id)
+        return commit_id
+
+    def _write_commit(
+        self,
+        tree_id: bytes,
+        parents: list[str],
+        message: str,
+        *,
+        author: str | None,
+        committer: str | None,
+        timestamp: int | None,
+        extra_parents: Sequence[str] = (),
+        objects: list[tuple[ShaFile, str | None]] | None = None,
+    ) -> str:
+        c = Commit()
+        c.tree = tree_id
+        c.parents = [_oid(p) for p in [*parents, *extra_parents]]
+        who = author or self.default_identity()
+        c.author = who.encode()
+        c.committer = (committer or who).encode()
+        now = int(time.time()) if timestamp is None else timestamp
+        tz = -time.timezone if not time.localtime(now).tm_isdst else -time.altzone
+        c.author_time = c.commit_time = now
+        c.author_timezone = c.commit_timezone = tz
+        c.message = message.encode() if message.endswith("\n") else (message + "\n").encode()
+        objs = list(objects or [])
+        objs.append((c, None))
+        self._add_git_objects(objs)
+        return c.id.decode()
+
+    def _move_head(self, old: str | None, new: str, message: str) -> None:
+        """Advance the current branch (or detached HEAD) from ``old`` to ``new`` by CAS."""
+        branch = self.current_branch()
+        ref = _ref(f"refs/heads/{branch}") if branch else HEAD
+        msg = f"pixvcs: {message.splitlines()[0] if message else ''}".encode()
+        if old is None:
+            ok = self.git.refs.add_if_new(ref, _oid(new), message=msg)
+        else:
+            ok = self.git.refs.set_if_equals(ref, _oid(old), _oid(new), message=msg)
+        if not ok:
+            raise RefConflict(ref.decode())
+
+    # -- history -------------------------------------------------------------------
+    def commit_info(self, commit_id: str) -> CommitInfo:
+        c = self._commit(commit_id)
+        return CommitInfo(
+            id=c.id.decode(),
+            message=c.message.decode("utf-8", "replace"),
+            author=c.author.decode("utf-8", "replace"),
+            committer=c.committer.decode("utf-8", "replace"),
+            time=c.author_time,
+            timezone=c.author_timezone,
+            parents=[p.decode() for p in c.parents],
+            tree=c.tree.decode(),
+        )
+
+    def log(self, rev: str | None = None, *, max_count: int | None = None) -> list[CommitInfo]:
+        start = self.resolve(rev) if rev else self.head_commit()
+        if start is None:
+            return []
+        walker = self.git.get_walker(include=[_oid(start)], max_entries=max_count)
+        return [self.commit_info(entry.commit.id.decode()) for entry in walker]
+
+    # -- branches and tags -----------------------------------------------------------
+    def branches(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.git.refs.as_dict(_ref("refs/heads")).items()}
+
+    def tags(self) -> dict[str, str]:
+        out = {}
+        for name, sha in self.git.refs.as_dict(_ref("refs/tags")).items():
+            out[name.decode()] = self._peel(sha, name.decode()).id.decode()
+        return out
+
+    def create_branch(self, name: str, rev: str | None = None, *, force: bool = False) -> str:
+        _check_ref_name(name)
+        target = self.resolve(rev) if rev else self.head_commit()
+        if target is None:
+            raise BadRevision("HEAD", "no commits yet")
+        ref = _ref(f"refs/heads/{name}")
+        if force:
+            self.git.refs.set_if_equals(ref, None, _oid(target))
+        elif not self.git.refs.add_if_new(ref, _oid(target)):
+            raise UsageError(f"a branch named {name!r} already exists")
+        return target
+
+    def delete_branch(self, name: str) -> str:
+        if name == self.current_branch():
+            raise UsageError(f"cannot delete the branch {name!r} you are on")
+        ref = _ref(f"refs/heads/{name}")
+        try:
+            old = self.git.refs[ref]
+        except KeyError:
+            raise BadRevision(name, "no such branch") from None
+        if not self.git.refs.remove_if_equals(ref, old):
+            raise RefConflict(ref.decode())
+        return old.decode()
+
+    def create_tag(
+        self,
+        name: str,
+        rev: str | None = None,
+        *,
+        message: str | None = None,
+        tagger: str | None = None,
+        force: bool = False,
+    ) -> str:
+        _check_ref_name(name)
+        target = self.resolve(rev) if rev else self.head_commit()
+        if target is None:
+            raise BadRevision("HEAD", "no commits yet")
+        value = _oid(target)
+        if message is not None:
+            tag = Tag()
+            tag.object = (Commit, target.encode())
+            tag.name = name.encode()
+            tag.tagger = (tagger or self.default_identity()).encode()
+            tag.tag_time = int(time.time())
+            tag.tag_timezone = 0
+            tag.message = message.encode() + (b"" if message.endswith("\n") else b"\n")
+            self.store.add_object(tag)
+            value = tag.id
+        ref = _ref(f"refs/tags/{name}")
+        if force:
+            self.git.refs.set_if_equals(ref, None, value)
+        elif not self.git.refs.add_if_new(ref, value):
+            raise UsageError(f"tag {name!r} already exists")
+        return target
+
+    def delete_tag(self, name: str) -> None:
+        ref = _ref(f"refs/tags/{name}")
+        if ref not in self.git.refs:
+            raise BadRevision(name, "no such tag")
+        self.git.refs.remove_if_equals(ref, None)
+
+    # -- listing -------------------------------------------------------------------
+    def ls(self, rev: str | None = None) -> list[FileEntry]:
+        tree = self.tree_of(rev)
+        out = []
+        for path, mode, blob in trees.walk(self.store, tree):
+            out.append(self._file_entry(path, mode, blob))
+        self._fill_catalog(out)
+        return out
+
+    def _file_entry(self, path: str, mode: int, blob: str) -> FileEntry:
+        data = trees.blob_bytes(self.store, blob)
+        if looks_like_pointer(data):
+            p = parse_pointer(data)
+            return FileEntry(path, mode, "media", blob, p.oid, p.size)
+        return FileEntry(path, mode, "blob", blob, None, len(data))
+
+    def _fill_catalog(self, entries: list[FileEntry]) -> None:
+        rows = self.catalog.get_many([e.oid for e in entries if e.oid])
+        for e in entries:
+            row = rows.get(e.oid) if e.oid else None
+            if row is not None:
+                e.width, e.height, e.format = row.width, row.height, row.format
+
+    # -- diff ----------------------------------------------------------------------
+    def diff(
+        self, old: str | None = None, new: str | None = None, *, progress: Progress = _no_progress
+    ) -> DatasetDiff:
+        """Dataset diff: no rev = work tree vs HEAD; one = ``old`` vs the work tree;
+        two = ``old`` vs ``new``."""
+        from .diff import diff_trees
+
+        if new is not None:
+            if old is None:
+                raise UsageError("diff with a new revision needs an old one")
+            return diff_trees(
+                self, self.tree_of(old), self.tree_of(new), old_label=old, new_label=new
+            )
+        if self.bare:
+            raise UsageError("a bare repository has no work tree to diff against")
+        self._sync_base()
+        old_tree = self.tree_of(old) if old else self.tree_of(None)
+        return diff_trees(
+            self,
+            old_tree,
+            self.tree_of(None),
+            old_label=old or "HEAD",
+            new_label=None,
+            overlay=self._worktree_overlay(progress),
+        )
+
+    def _worktree_overlay(self, progress: Progress) -> dict[str, Side | None]:
+        entries = {e.path: e for e in self.index.entries()}
+        overlay: dict[str, Side | None] = {}
+        for e in entries.values():
+            if e.dirty:
+                overlay[e.path] = (
+                    None if e.blob is None else Side(e.mode, e.blob, e.kind, e.oid, e.size)
+                )
+        for path, item in self._worktree_changes(entries, progress=progress).items():
+            overlay[path] = (
+                None if item is None else Side(item.mode, item.blob, item.kind, item.oid, item.size)
+            )
+        return overlay
+
+    # -- checkout ------------------------------------------------------------------
+    def checkout(
+        self,
+        rev: str,
+        *,
+        force: bool = False,
+        paths: Sequence[str] | None = None,
+        progress: Progress = _no_progress,
+    ) -> CheckoutResult:
+        """Make the work tree exactly ``rev`` (only differing paths are touched).
+
+        With ``paths``, restore just those paths from ``rev`` into the work tree
+        and index, leaving HEAD where it is (as ``git checkout REV -- PATH``)."""
+        with self.lock():
+            self._sync_base()
+            target = self.resolve(rev)
+            branch = rev if _ref(f"refs/heads/{rev}") in self.git.refs else None
+            if paths is not None:
+                return self._checkout_paths(rev, target, paths, progress)
+            head = self.head_commit()
+            old_tree = self._commit(head).tree if head else None
+            new_tree = self._commit(target).tree
+            written, removed = self._switch_tree(old_tree, new_tree, force=force, progress=progress)
+            if branch is not None:
+                self.git.refs.set_symbolic_ref(HEAD, _ref(f"refs/heads/{branch}"))
+            else:
+                self.git.refs.remove_if_equals(HEAD, None)
+                self.git.refs[HEAD] = _oid(target)
+            with self.index.transaction():
+                self.index.set_meta("base_commit", target)
+            return CheckoutResult(target, branch, written, removed)
+
+    def _switch_tree(
+        self, old_tree: bytes | None, new_tree: bytes | None, *, force: bool, progress: Progress
+    ) -> tuple[int, int]:
+        """Update work tree and index from ``old_tree`` (the index base) to ``new_tree``."""
+        changes = list(trees.diff(self.store, old_tree, new_tree))
+        entries = {e.path: e for e in self.index.entries()}
+        if not force:
+            self._refuse_overwrite(changes, entries, progress)
+            return self._apply(changes, progress)
+        # --force: local changes anywhere are discarded, so the work tree ends
+        # up byte for byte the target (untracked files are left alone, as git does)
+        touched = {c.path for c in changes}
+        local = set(self._worktree_changes(entries, progress=progress))
+        local.update(p for p, e in entries.items() if e.dirty)
+        dropped = []
+        for path in sorted(local - touched):
+            want = trees.lookup(self.store, new_tree, path)
+            if want is not None:
+                changes.append(trees.Change(path, None, want))
+            elif path in entries and entries[path].base is None:
+                dropped.append(path)  # staged but never committed: becomes untracked
+            else:
+                changes.append(trees.Change(path, (0, ""), None))
+        with self.index.transaction():
+            self.index.delete(dropped)
+        return self._apply(changes, progress)
+
+    def _refuse_overwrite(
+        self, changes: list[trees.Change], entries: dict[str, Entry], progress: Progress
+    ) -> None:
+        touched = [c.path for c in changes]
+        conflicts = [p for p in touched if p in entries and entries[p].dirty]
+        local = self._worktree_changes(entries, progress=progress, only=touched)
+        conflicts.extend(local)
+        for c in changes:
+            if (
+                c.path not in entries
+                and c.new is not None
+                and os.path.lexists(self._abspath(c.path))
+            ):
+                conflicts.append(c.path)  # an untracked file would be overwritten
+        if conflicts:
+            raise LocalChanges(sorted(set(conflicts)))
+
+    def _apply(self, changes: list[trees.Change], progress: Progress) -> tuple[int, int]:
+        """Materialise changes: verified temps first, then deletions, then renames."""
+        writes = [c for c in changes if c.new is not None]
+        deletes = [c.path for c in changes if c.new is None]
+        plans: list[
+            tuple[str, int, str, str | None, int, str]
+        ] = []  # path, mode, kind, oid, size, blob
+        missing = []
+        for c in writes:
+            assert c.new is not None
+            mode, blob = c.new
+            data = trees.blob_bytes(self.store, blob)
+            if looks_like_pointer(data):
+                p = parse_pointer(data)
+                if not self.media.has(p.oid):
+                    missing.append((c.path, p.oid))
+                plans.append((c.path, mode, "media", p.oid, p.size, blob))
+            else:
+                plans.append((c.path, mode, "blob", None, len(data), blob))
+        if missing:
+            raise MissingMedia(missing, self.media.root)
+        os.makedirs(self.tmp_dir, exist_ok=True)
+        temps: list[str] = []
+        try:
+            for n, (_path, mode, _kind, oid, _size, blob) in enumerate(plans, 1):
+                data = self.media.read(oid) if oid else trees.blob_bytes(self.store, blob)
+                tmp = fsutil.unique_tmp(self.tmp_dir, "co-")
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.chmod(tmp, 0o755 if mode == 0o100755 else 0o644)
+                temps.append(tmp)
+                progress("checkout", n, len(plans))
+        except BaseException:
+            for t in temps:
+                os.unlink(t)
+            raise
+        for path in deletes:
+            try:
+                os.unlink(self._abspath(path))
+            except FileNotFoundError:  # already gone
+                pass
+            except IsADirectoryError:
+                pass
+        rows = []
+        for (path, mode, kind, oid, size, blob), tmp in zip(plans, temps, strict=True):
+            dest = self._abspath(path)
+            _clear_path_for_file(self.root, path)
+            fsutil.atomic_rename(tmp, dest)
+            s = os.lstat(dest)
+            rows.append((path, mode, kind, oid, size, blob, s.st_mtime_ns, s.st_ino))
+        for path in deletes:
+            self._prune_dirs(path)
+        with self.index.transaction():
+            self.index.delete(deletes)
+            self.index.set_base_entries(rows)
+        return len(rows), len(deletes)
+
+    def _prune_dirs(self, rel: str) -> None:
+        parts = rel.split("/")[:-1]
+        while parts:
+            try:
+                os.rmdir(self._abspath("/".join(parts)))
+            except OSError:  # not empty (or gone): stop climbing
+                return
+            parts.pop()
+
+    def _checkout_paths(
+        self, rev: str, target: str, paths: Sequence[str], progress: Progress
+    ) -> CheckoutResult:
+        tree = self._commit(target).tree
+        files = {p: (m, b) for p, m, b in trees.walk(self.store, tree)}
+        wanted: dict[str, tuple[int, str]] = {}
+        for p in paths:
+            rel = self.relpath(p)
+            prefix = rel + "/" if rel else ""
+            hits = {k: v for k, v in files.items() if k == rel or k.startswith(prefix)}
+            if not hits:
+                raise BadPath(p, f"did not match any file in {rev}")
+            wanted.update(hits)
+        changes = [trees.Change(p, None, v) for p, v in sorted(wanted.items())]
+        written, _ = self._apply_paths(changes, progress)
+        return CheckoutResult(target, None, written, 0)
+
+    def _apply_paths(self, changes: list[trees.Change], progress: Progress) -> tuple[int, int]:
+        # restored paths become staged relative to the base when they differ from it
+        base = {e.path: e for e in self.index.entries()}
+        written, removed = self._apply(changes, progress)
+        with self.index.transaction():
+            for c in changes:
+                e = base.get(c.path)
+                assert c.new is not None
+                self.index.db.execute(
+                    "UPDATE entries SET base = ?, base_mode = ?, dirty = (blob IS NOT ? OR mode IS NOT ?)"
+                    " WHERE path = ?",
+                    (
+                        e.base if e else None,
+                        e.base_mode if e else None,
+                        e.base if e else None,
+                        e.base_mode if e else None,
+                        c.path,
+                    ),
+                )
+        return written, removed
+
+    # -- rollback and merge -----------------------------------------------------------
+    def rollback(
+        self,
+        rev: str,
+        *,
+        message: str | None = None,
+        author: str | None = None,
+        force: bool = False,
+        progress: Progress = _no_progress,
+    ) -> str:
+        """A new commit on the current branch whose tree is ``rev``'s; work tree to match."""
+        with self.lock():
+            self._sync_base()
+            target = self.resolve(rev)
+            head = self.head_commit()
+            if head is None:
+                raise BadRevision("HEAD", "no commits yet")
+            if self.index.staged() and not force:
+                raise LocalChanges([e.path for e in self.index.staged()])
+            old_tree = self._commit(head).tree
+            new_tree = self._commit(target).tree
+            self._switch_tree(old_tree, new_tree, force=force, progress=progress)
+            msg = message or f"Roll back to {rev} ({target[:12]})"
+            commit_id = self._write_commit(
+                new_tree, [head], msg, author=author, committer=None, timestamp=None
+            )
+            self._move_head(head, commit_id, msg)
+            with self.index.transaction():
+                self.index.set_meta("base_commit", commit_id)
+            return commit_id
+
+    def merge(
+        self,
+        rev: str,
+        *,
+        message: str | None = None,
+        author: str | None = None,
+        progress: Progress = _no_progress,
+    ) -> MergeResult:
+        from dulwich.graph import can_fast_forward, find_merge_base
+
+        with self.lock():
+            self._sync_base()
+            theirs = self.resolve(rev)
+            ours = self.head_commit()
+            if ours == theirs or (
+                ours and can_fast_forward(self.git, _oid(theirs), _oid(ours))
+            ):
+                return MergeResult("up-to-date", ours)
+            if self.index.staged():
+                raise LocalChanges([e.path for e in self.index.staged()])
+            ours_tree = self._commit(ours).tree if ours else None
+            theirs_tree = self._commit(theirs).tree
+            if ours is None or can_fast_forward(self.git, _oid(ours), _oid(theirs)):
+                written, removed = self._switch_tree(
+                    ours_tree, theirs_tree, force=False, progress=progress
+                )
+                self._move_head(ours, theirs, f"merge {rev}: fast-forward")
+                with self.index.transaction():
+                    self.index.set_meta("base_commit", theirs)
+                return MergeResult("fast-forward", theirs, written + removed)
+            bases = find_merge_base(self.git, [_oid(ours), _oid(theirs)])
+            base_tree = self._commit(bases[0].decode()).tree if bases else None
+            ours_changes = {c.path: c.new for c in trees.diff(self.store, base_tree, ours_tree)}
+            theirs_changes = {c.path: c.new for c in trees.diff(self.store, base_tree, theirs_tree)}
+            conflicts = [
+                p
+                for p in theirs_changes
+                if p in ours_changes and ours_changes[p] != theirs_changes[p]
+            ]
+            conflicts += _file_dir_conflicts(ours_changes, theirs_changes)
+            if conflicts:
+                raise MergeConflict(sorted(set(conflicts)))
+            apply = [
+                (p, v[0] if v else None, v[1] if v else None)
+                for p, v in sorted(theirs_changes.items())
+                if p not in ours_changes
+            ]
+            new_objects: list[tuple[ShaFile, str | None]] = []
+            merged_tree = trees.update(self.store, ours_tree, apply, new_objects)
+            self._add_git_objects(new_objects)
+            written, removed = self._switch_tree(
+                ours_tree, merged_tree, force=False, progress=progress
+            )
+            branch = self.current_branch() or "HEAD"
+            msg = message or f"Merge {rev} into {branch}"
+            commit_id = self._write_commit(
+                merged_tree,
+                [ours],
+                msg,
+                author=author,
+                committer=None,
+                timestamp=None,
+                extra_parents=[theirs],
+            )
+            self._move_head(ours, commit_id, msg)
+            with self.index.transaction():
+                self.index.set_meta("base_commit", commit_id)
+            return MergeResult("merge", commit_id, written + removed)
+
+    # -- integrity (see integrity.py) ---------------------------------------------
+    def fsck(self, *, progress: Progress = _no_progress) -> FsckReport:
+        """Check every reachable git object and pointer, and every media object's hash."""
+        from .integrity import fsck
+
+        return fsck(self, progress=progress)
+
+    def gc(self, *, progress: Progress = _no_progress) -> GcReport:
+        """Remove media objects no ref and no index entry reaches; pack loose git objects."""
+        from .integrity import gc
+
+        with self.lock():
+            return gc(self, progress=progress)
+
+    def rebuild_catalog(self, *, progress: Progress = _no_progress) -> dict[str, Any]:
+        from .catalog import rebuild
+
+        with self.lock():
+            oids = sorted(self.media)
+            return rebuild(
+                self.catalog, oids, self.media.read, progress=lambda d, t: progress("catalog", d, t)
+            )
+
+
+def _dirs_of(paths: Iterable[str]) -> set[str]:
+    out: set[str] = set()
+    for p in paths:
+        parts = p.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            out.add("/".join(parts[:i]))
+    return out
+
+
+def _file_dir_conflicts(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Paths one side makes a file while the other puts files beneath it."""
+    out: list[str] = []
+    for x, y in ((a, b), (b, a)):
+        dirs = _dirs_of(p for p, v in y.items() if v is not None)
+        out.extend(p for p, v in x.items() if v is not None and p in dirs)
+    return out
+
+
+def _clear_path_for_file(root: str, rel: str) -> None:
+    """Make sure every parent of ``rel`` is a directory (a file there was deleted)."""
+    parts = rel.split("/")[:-1]
+    cur = root
+    for part in parts:
+        cur = os.path.join(cur, part)
+        if os.path.lexists(cur) and not os.path.isdir(cur):
+            os.unlink(cur)
+        if not os.path.exists(cur):
+            os.mkdir(cur)
+    dest = os.path.join(root, *rel.split("/"))
+    if os.path.isdir(dest) and not os.path.islink(dest):
+        import shutil
+
+        shutil.rmtree(dest)
+
+
+def _rehash(
+    suspects: list[tuple[str, str]], live: dict[str, Entry], progress: Progress
+) -> dict[str, tuple[Ingested | None, bool]]:
+    """Hash suspect files; return path -> (content or None if gone, equal to index)."""
+    import hashlib
+
+    out: dict[str, tuple[Ingested | None, bool]] = {}
+    for n, (rel, full) in enumerate(suspects, 1):
+        e = live[rel]
+        try:
+            s = os.lstat(full)
+            with open(full, "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            out[rel] = (None, False)
+            continue
+        mode = 0o100755 if s.st_mode & stat_mod.S_IXUSR else 0o100644
+        if e.kind == "media":
+            oid = hashlib.sha256(data).hexdigest()
+            blob = git_blob_id(format_pointer(oid, len(data)))
+            item = Ingested(rel, "media", mode, len(data), blob, oid, s.st_mtime_ns, s.st_ino)
+        else:
+            item = Ingested(
+                rel, "blob", mode, len(data), git_blob_id(data), None, s.st_mtime_ns, s.st_ino
+            )
+        out[rel] = (item, item.blob == e.blob and mode == e.mode)
+        progress("status", n, len(suspects))
+    return out
+
+
+def _check_ref_name(name: str) -> None:
+    from dulwich.refs import check_ref_format
+
+    if not name or name.startswith("-") or not check_ref_format(_ref(f"refs/heads/{name}")):
+        raise UsageError(f"{name!r} is not a valid branch or tag name")
