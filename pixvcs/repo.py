@@ -536,7 +536,7 @@ class Repo(AbstractContextManager["Repo"]):
         rows = []
         for i in items:
             e = tracked.get(i.path)
-            if e is not None and e.blob == i.blob and e.mode == i.mode and not e.dirty:
+            if e is not None and e.blob == i.blob and e.mode == i.mode:
                 index.refresh_stat([(i.path, i.size, i.mtime_ns, i.ino)])
                 result.unchanged += 1
                 continue

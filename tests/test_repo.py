@@ -1,0 +1,390 @@
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from pixvcs import (
+    BadPath,
+    BadRevision,
+    InvalidImages,
+    LocalChanges,
+    MergeConflict,
+    NothingToCommit,
+    Repo,
+    RepositoryExists,
+)
+from pixvcs.pointer import format_pointer
+from tests.conftest import AUTHOR
+from tests.imagegen import make_dataset, snapshot, write_image
+
+
+def _commit_all(repo: Repo, msg: str) -> str:
+    repo.add([repo.root])
+    return repo.commit(msg, author=AUTHOR)
+
+
+def test_init_layout_and_refusal_to_reinit(repo: Repo) -> None:
+    git_dir = os.path.join(repo.root, ".pixvcs")
+    for sub in ("HEAD", "config", "objects", "refs", "lfs/objects", "pixvcs"):
+        assert os.path.exists(os.path.join(git_dir, sub)), sub
+    assert repo.current_branch() == "main"
+    assert os.path.isfile(os.path.join(repo.root, ".gitattributes"))
+    with pytest.raises(RepositoryExists):
+        Repo.init(repo.root)
+
+
+def test_add_stores_images_as_media_and_other_files_as_blobs(repo: Repo) -> None:
+    data = make_dataset(repo.root, {"cat": 3, "dog": 2})
+    with open(os.path.join(repo.root, "labels.csv"), "w") as f:
+        f.write("path,label\n")
+    result = repo.add([repo.root])
+    assert sorted(result.added) == sorted([*data, "labels.csv"])
+    for content in data.values():
+        oid = hashlib.sha256(content).hexdigest()
+        stored = os.path.join(repo.root, ".pixvcs/lfs/objects", oid[:2], oid[2:4], oid)
+        with open(stored, "rb") as f:
+            assert f.read() == content
+        assert not os.stat(stored).st_mode & 0o222, "media objects are read-only"
+    repo.commit("v1", author=AUTHOR)
+    kinds = {e.path: e.kind for e in repo.ls()}
+    assert kinds["labels.csv"] == "blob" and kinds["cat/0000.jpg"] == "media"
+    entry = next(e for e in repo.ls() if e.path == "cat/0000.jpg")
+    assert (entry.width, entry.height, entry.format) == (48, 40, "JPEG")
+    # the git tree holds pointer blobs
+    raw = repo.store[entry.blob.encode()].as_raw_string()
+    assert raw == format_pointer(entry.oid or "", entry.size)
+
+
+def test_invalid_images_refuse_the_whole_add(repo: Repo) -> None:
+    make_dataset(repo.root, {"cat": 2})
+    good = os.path.join(repo.root, "cat", "0000.jpg")
+    with open(os.path.join(repo.root, "cat", "trunc.jpg"), "wb") as f:
+        f.write(Path(good).read_bytes()[:200])
+    open(os.path.join(repo.root, "cat", "empty.png"), "wb").close()
+    with open(os.path.join(repo.root, "cat", "text.jpg"), "w") as f:
+        f.write("not really")
+    before = repo.status()
+    with pytest.raises(InvalidImages) as err:
+        repo.add([repo.root])
+    problems = dict(err.value.problems)
+    assert set(problems) == {"cat/trunc.jpg", "cat/empty.png", "cat/text.jpg"}
+    assert "empty" in problems["cat/empty.png"]
+    assert "cat/trunc.jpg" in str(err.value)
+    assert repo.status().staged_added == before.staged_added  # nothing staged
+    result = repo.add([repo.root], allow_invalid=True)
+    assert {p for p, _ in result.invalid} == set(problems)
+    row = repo.catalog.get(hashlib.sha256(b"not really").hexdigest())
+    assert row is not None and not row.valid
+
+
+def test_status_and_stat_cache(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 3})
+    st = repo.status()
+    assert st.untracked == ["a/0000.jpg", "a/0001.jpg", "a/0002.jpg"]
+    _commit_all(repo, "v1")
+    assert repo.status().clean
+    write_image(os.path.join(repo.root, "a", "0001.jpg"), 999)
+    os.unlink(os.path.join(repo.root, "a", "0002.jpg"))
+    write_image(os.path.join(repo.root, "b", "new.jpg"), 5)
+    st = repo.status()
+    assert st.modified == ["a/0001.jpg"]
+    assert st.deleted == ["a/0002.jpg"]
+    assert st.untracked == ["b/new.jpg"]
+    repo.add([repo.root])
+    st = repo.status()
+    assert (st.staged_added, st.staged_modified, st.staged_deleted) == (
+        ["b/new.jpg"], ["a/0001.jpg"], ["a/0002.jpg"])
+    assert st.modified == st.deleted == []
+
+
+def test_touch_without_change_is_not_modified(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 2})
+    _commit_all(repo, "v1")
+    p = os.path.join(repo.root, "a", "0000.jpg")
+    os.utime(p, ns=(time.time_ns(), time.time_ns() + 5_000_000_000))
+    assert repo.status().clean
+
+
+def test_same_size_same_mtime_rewrite_is_detected(repo: Repo) -> None:
+    """The racy-clean case: content changes inside the stat cache's blind spot."""
+    p = os.path.join(repo.root, "a.txt")
+    with open(p, "w") as f:
+        f.write("aaaa")
+    _commit_all(repo, "v1")
+    st = os.stat(p)
+    with open(p, "w") as f:
+        f.write("bbbb")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert repo.status().modified == ["a.txt"]
+
+
+def test_ignore_file(repo: Repo) -> None:
+    make_dataset(repo.root, {"keep": 1, "tmp": 1})
+    with open(os.path.join(repo.root, ".pixvcsignore"), "w") as f:
+        f.write("tmp/\n*.log\n")
+    with open(os.path.join(repo.root, "x.log"), "w") as f:
+        f.write("log")
+    assert repo.status().untracked == [".pixvcsignore", "keep/0000.jpg"]
+    repo.add([repo.root])
+    assert "tmp/0000.jpg" not in repo.status().staged_added
+    with pytest.raises(BadPath, match="ignored"):
+        repo.add([os.path.join(repo.root, "x.log")])
+    repo.add([os.path.join(repo.root, "x.log")], force=True)
+    assert "x.log" in repo.status().staged_added
+
+
+def test_commit_log_and_nothing_to_commit(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 1})
+    c1 = _commit_all(repo, "first")
+    with pytest.raises(NothingToCommit):
+        repo.commit("again", author=AUTHOR)
+    write_image(os.path.join(repo.root, "a", "x.jpg"), 3)
+    c2 = _commit_all(repo, "second")
+    log = repo.log()
+    assert [c.id for c in log] == [c2, c1]
+    assert log[0].parents == [c1] and log[1].parents == []
+    assert log[0].author == AUTHOR and log[0].message == "second\n"
+    assert repo.resolve("HEAD~1") == c1 and repo.resolve(c2[:8]) == c2
+    with pytest.raises(BadRevision):
+        repo.resolve("nope")
+
+
+def test_checkout_restores_exact_bytes_and_touches_only_changes(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 4, "b": 4})
+    v1 = _commit_all(repo, "v1")
+    snap1 = snapshot(repo.root)
+    untouched = os.path.join(repo.root, "b", "0000.jpg")
+    ino = os.stat(untouched).st_ino
+    write_image(os.path.join(repo.root, "a", "0001.jpg"), 77)
+    os.unlink(os.path.join(repo.root, "a", "0002.jpg"))
+    write_image(os.path.join(repo.root, "c", "new.png"), 8, "PNG")
+    _commit_all(repo, "v2")
+    snap2 = snapshot(repo.root)
+    result = repo.checkout(v1)
+    assert snapshot(repo.root) == snap1
+    assert (result.written, result.removed) == (2, 1)
+    assert not os.path.exists(os.path.join(repo.root, "c")), "emptied folders are removed"
+    assert os.stat(untouched).st_ino == ino, "unchanged files are not rewritten"
+    assert repo.status().clean and repo.current_branch() is None
+    repo.checkout("main")
+    assert snapshot(repo.root) == snap2 and repo.current_branch() == "main"
+
+
+def test_checkout_refuses_to_overwrite_local_changes(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 2})
+    v1 = _commit_all(repo, "v1")
+    write_image(os.path.join(repo.root, "a", "0000.jpg"), 50)
+    _commit_all(repo, "v2")
+    local = write_image(os.path.join(repo.root, "a", "0000.jpg"), 51)
+    with pytest.raises(LocalChanges) as err:
+        repo.checkout(v1)
+    assert err.value.paths == ["a/0000.jpg"]
+    with open(os.path.join(repo.root, "a", "0000.jpg"), "rb") as f:
+        assert f.read() == local
+    repo.checkout(v1, force=True)
+    assert repo.status().clean
+
+
+def test_checkout_force_discards_changes_everywhere(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 2, "b": 1})
+    _commit_all(repo, "v1")
+    snap = snapshot(repo.root)
+    write_image(os.path.join(repo.root, "b", "0000.jpg"), 123)
+    os.unlink(os.path.join(repo.root, "a", "0001.jpg"))
+    repo.checkout("main", force=True)
+    assert snapshot(repo.root) == snap
+
+
+def test_checkout_refuses_to_overwrite_untracked_file(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 1})
+    v1 = _commit_all(repo, "v1")
+    write_image(os.path.join(repo.root, "a", "new.jpg"), 9)
+    _commit_all(repo, "v2")
+    repo.checkout(v1)
+    write_image(os.path.join(repo.root, "a", "new.jpg"), 10)
+    with pytest.raises(LocalChanges):
+        repo.checkout("main")
+
+
+def test_checkout_paths(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 2, "b": 1})
+    v1 = _commit_all(repo, "v1")
+    old = snapshot(repo.root)
+    write_image(os.path.join(repo.root, "a", "0000.jpg"), 70)
+    write_image(os.path.join(repo.root, "b", "0000.jpg"), 71)
+    _commit_all(repo, "v2")
+    repo.checkout(v1, paths=[os.path.join(repo.root, "a")])
+    now = snapshot(repo.root)
+    assert now["a/0000.jpg"] == old["a/0000.jpg"]
+    assert now["b/0000.jpg"] != old["b/0000.jpg"]
+    assert repo.current_branch() == "main"
+    assert repo.status().staged_modified == ["a/0000.jpg"]
+
+
+def test_rollback_keeps_history_and_restores_bytes(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 3})
+    v1 = _commit_all(repo, "v1")
+    snap1 = snapshot(repo.root)
+    os.unlink(os.path.join(repo.root, "a", "0000.jpg"))
+    write_image(os.path.join(repo.root, "a", "extra.jpg"), 40)
+    v2 = _commit_all(repo, "v2")
+    rb = repo.rollback(v1, message="undo", author=AUTHOR)
+    assert snapshot(repo.root) == snap1
+    assert [c.id for c in repo.log()] == [rb, v2, v1]
+    assert repo.log()[0].tree == repo.commit_info(v1).tree
+    assert repo.current_branch() == "main" and repo.status().clean
+
+
+def test_branches_and_tags(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 1})
+    v1 = _commit_all(repo, "v1")
+    repo.create_branch("exp")
+    repo.create_tag("v1")
+    repo.create_tag("v1-annotated", message="release")
+    assert repo.branches() == {"main": v1, "exp": v1}
+    assert repo.tags() == {"v1": v1, "v1-annotated": v1}
+    assert repo.resolve("v1-annotated") == v1
+    with pytest.raises(Exception, match="already exists"):
+        repo.create_branch("exp")
+    with pytest.raises(Exception, match="not a valid"):
+        repo.create_branch("bad..name")
+    with pytest.raises(Exception, match="cannot delete"):
+        repo.delete_branch("main")
+    repo.delete_branch("exp")
+    assert "exp" not in repo.branches()
+
+
+def test_merge_fast_forward_and_three_way(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 2, "b": 2})
+    _commit_all(repo, "base")
+    repo.create_branch("feature")
+    repo.checkout("feature")
+    write_image(os.path.join(repo.root, "b", "feat.jpg"), 300)
+    feat = _commit_all(repo, "feature work")
+    repo.checkout("main")
+    assert repo.merge("feature").kind == "fast-forward"
+    assert repo.head_commit() == feat and os.path.exists(os.path.join(repo.root, "b", "feat.jpg"))
+    # diverge: main changes a/, feature changes b/
+    repo.checkout("feature")
+    os.unlink(os.path.join(repo.root, "b", "0000.jpg"))
+    theirs = _commit_all(repo, "drop b0")
+    repo.checkout("main")
+    write_image(os.path.join(repo.root, "a", "main.jpg"), 301)
+    ours = _commit_all(repo, "main work")
+    result = repo.merge("feature", author=AUTHOR)
+    assert result.kind == "merge"
+    assert repo.commit_info(result.commit or "").parents == [ours, theirs]
+    assert not os.path.exists(os.path.join(repo.root, "b", "0000.jpg"))
+    assert os.path.exists(os.path.join(repo.root, "a", "main.jpg"))
+    assert repo.status().clean
+    assert repo.merge("feature").kind == "up-to-date"
+
+
+def test_merge_conflict_is_reported_and_changes_nothing(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 2})
+    _commit_all(repo, "base")
+    repo.create_branch("other")
+    write_image(os.path.join(repo.root, "a", "0000.jpg"), 500)
+    ours = _commit_all(repo, "ours")
+    repo.checkout("other")
+    write_image(os.path.join(repo.root, "a", "0000.jpg"), 501)
+    _commit_all(repo, "theirs")
+    repo.checkout("main")
+    before = snapshot(repo.root)
+    with pytest.raises(MergeConflict) as err:
+        repo.merge("other")
+    assert err.value.paths == ["a/0000.jpg"]
+    assert repo.head_commit() == ours and snapshot(repo.root) == before
+
+
+def test_rm(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 2})
+    _commit_all(repo, "v1")
+    with pytest.raises(BadPath, match="-r"):
+        repo.rm([os.path.join(repo.root, "a")])
+    repo.rm([os.path.join(repo.root, "a", "0000.jpg")], cached=True)
+    assert os.path.exists(os.path.join(repo.root, "a", "0000.jpg"))
+    st = repo.status()
+    assert st.staged_deleted == ["a/0000.jpg"] and st.untracked == ["a/0000.jpg"]
+    repo.rm([os.path.join(repo.root, "a")], recursive=True)
+    assert not os.path.exists(os.path.join(repo.root, "a", "0001.jpg"))
+    assert os.path.exists(os.path.join(repo.root, "a", "0000.jpg")), "untracked files stay"
+    repo.commit("rm", author=AUTHOR)
+    assert [e.path for e in repo.ls()] == [".gitattributes"]
+
+
+def test_fsck_and_gc(repo: Repo) -> None:
+    data = make_dataset(repo.root, {"a": 2})
+    _commit_all(repo, "v1")
+    assert repo.fsck().ok
+    # an unreferenced object: added, then unstaged and deleted
+    orphan = write_image(os.path.join(repo.root, "tmp.jpg"), 900)
+    repo.add([os.path.join(repo.root, "tmp.jpg")])
+    repo.rm([os.path.join(repo.root, "tmp.jpg")])
+    orphan_oid = hashlib.sha256(orphan).hexdigest()
+    assert repo.media.has(orphan_oid)
+    report = repo.gc()
+    assert report.removed_media == 1 and not repo.media.has(orphan_oid)
+    for content in data.values():
+        assert repo.media.has(hashlib.sha256(content).hexdigest()), "gc must keep reachable media"
+    assert repo.fsck().ok
+    # corruption is named with path and oid
+    victim = hashlib.sha256(data["a/0001.jpg"]).hexdigest()
+    path = repo.media.path(victim)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(b"X")
+    report2 = repo.fsck()
+    assert not report2.ok
+    assert any(p["path"] == "a/0001.jpg" and p["oid"] == victim for p in report2.problems)
+
+
+def test_catalog_rebuild(repo: Repo) -> None:
+    data = make_dataset(repo.root, {"a": 3})
+    _commit_all(repo, "v1")
+    oids = [hashlib.sha256(c).hexdigest() for c in data.values()]
+    before = repo.catalog.get_many(oids)
+    os.unlink(repo.catalog.path)
+    repo._catalog = None
+    assert repo.catalog.get_many(oids) == {}
+    result = repo.rebuild_catalog()
+    assert result["objects"] == 3
+    assert repo.catalog.get_many(oids) == before
+    assert "phash-v1" in repo.catalog.meta()["phash_recipe"]
+
+
+def test_diff_reports_dataset_changes(repo: Repo) -> None:
+    make_dataset(repo.root, {"cat": 3, "dog": 2})
+    v1 = _commit_all(repo, "v1")
+    os.rename(os.path.join(repo.root, "cat", "0000.jpg"), os.path.join(repo.root, "dog", "moved.jpg"))
+    os.unlink(os.path.join(repo.root, "cat", "0001.jpg"))
+    write_image(os.path.join(repo.root, "dog", "0000.jpg"), 4242, size=(60, 50))
+    write_image(os.path.join(repo.root, "bird", "0000.jpg"), 4343)
+    # work tree vs HEAD, before anything is staged
+    d = repo.diff()
+    assert d.removed == ["cat/0000.jpg", "cat/0001.jpg"] and d.modified == ["dog/0000.jpg"]
+    assert d.added == [] and d.renamed == []  # untracked files are not in the diff until added
+    repo.add([repo.root])
+    staged = repo.diff()
+    assert staged.renamed == [{"from": "cat/0000.jpg", "to": "dog/moved.jpg"}]
+    assert staged.removed == ["cat/0001.jpg"]
+    v2 = repo.commit("v2", author=AUTHOR)
+    d2 = repo.diff(v1, v2)
+    assert d2.added == ["bird/0000.jpg"]
+    assert d2.classes == {"bird": {"before": 0, "after": 1}, "cat": {"before": 3, "after": 1},
+                          "dog": {"before": 2, "after": 3}}
+    assert d2.details["dog/0000.jpg"]["new_dims"] == [60, 50]
+    assert repo.diff(v2, v2).empty
+    # one revision: against the work tree
+    assert repo.diff(v1).added == ["bird/0000.jpg"]
+
+
+def test_reopen_from_subdirectory(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 1})
+    _commit_all(repo, "v1")
+    with Repo.open(os.path.join(repo.root, "a")) as again:
+        assert again.root == repo.root and again.status().clean
