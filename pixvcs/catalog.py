@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from .imageinfo import PHASH_RECIPE, ImageInfo, library_versions
 
 CATALOG_VERSION = 1
@@ -35,8 +33,10 @@ class CatalogRow:
 
 class Catalog:
     def __init__(self, path: str) -> None:
+        import sqlite_utils  # imported here: commands that never touch the catalog start faster
+
         self.path = path
-        self.db = sqlite_utils.Database(path)
+        self.db: Any = sqlite_utils.Database(path)
         self.db.execute("PRAGMA journal_mode=WAL")
         images = self.db.table("images")
         if not images.exists():

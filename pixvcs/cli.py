@@ -410,6 +410,12 @@ def diff(ctx: click.Context, revs: tuple[str, ...], stat_only: bool, as_json: bo
 @click.argument("paths", nargs=-1)
 @click.option("-f", "--force", is_flag=True, help="Discard local changes.")
 @click.option("-b", "new_branch", default=None, help="Create a branch at REV and switch to it.")
+@click.option(
+    "--link",
+    is_flag=True,
+    help="Hardlink files to the read-only media objects instead of copying "
+    "(fastest; replace files rather than editing them in place, see docs/format.md).",
+)
 @json_option
 @click.pass_context
 @handle_errors
@@ -419,6 +425,7 @@ def checkout(
     paths: tuple[str, ...],
     force: bool,
     new_branch: str | None,
+    link: bool,
     as_json: bool,
 ) -> None:
     """Make the work tree exactly REV (a branch, tag or commit).
@@ -438,6 +445,7 @@ def checkout(
         result = repo.checkout(
             rev,
             force=force,
+            link=link,
             paths=[user_path(ctx, p) for p in paths] if paths else None,
             progress=progress_for(as_json),
         )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
+from typing import Any, TypeVar
 
 from .imageinfo import (
     MAX_PIXELS,
@@ -28,6 +29,8 @@ from .media import MediaStore
 from .pointer import format_pointer
 
 BATCH = 64
+T = TypeVar("T")
+R = TypeVar("R")
 PARALLEL_THRESHOLD = 48
 
 
@@ -161,21 +164,40 @@ def ingest_files(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Ingested | tuple[str, str]]:
     """Ingest many files, over the machine's cores when there are enough of them."""
+    return map_batches(
+        ingest_batch, items, (lfs_dir,), (link, max_pixels), jobs=jobs, progress=progress
+    )
+
+
+def map_batches(
+    fn: Callable[..., list[R]],
+    items: Sequence[T],
+    before: tuple[Any, ...],
+    after: tuple[Any, ...],
+    *,
+    jobs: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> list[R]:
+    """``fn(*before, batch, *after)`` over batches of ``items``, in worker processes
+    when there are enough items; results in item order."""
     total = len(items)
     jobs = jobs or os.cpu_count() or 1
+    results: list[R] = []
     if total < PARALLEL_THRESHOLD or jobs == 1:
-        results: list[Ingested | tuple[str, str]] = []
         for start in range(0, total, BATCH):
-            results.extend(ingest_batch(lfs_dir, items[start : start + BATCH], link, max_pixels))
+            results.extend(fn(*before, items[start : start + BATCH], *after))
             if progress:
                 progress(len(results), total)
         return results
     batch = max(8, min(BATCH, total // (jobs * 4) or 8))
+    import imagehash  # noqa: F401 - loaded once here, inherited by the forked workers
+    from PIL import Image
+
+    Image.init()
     ctx = get_context("fork") if "fork" in _start_methods() else None
-    results = []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures: list[Future[list[Ingested | tuple[str, str]]]] = [
-            pool.submit(ingest_batch, lfs_dir, items[start : start + batch], link, max_pixels)
+        futures: list[Future[list[R]]] = [
+            pool.submit(fn, *before, items[start : start + batch], *after)
             for start in range(0, total, batch)
         ]
         for fut in futures:
@@ -183,6 +205,37 @@ def ingest_files(
             if progress:
                 progress(len(results), total)
     return results
+
+
+def materialise_batch(
+    lfs_dir: str, tmp_dir: str, items: Sequence[tuple[str, int]], link: bool
+) -> list[tuple[str | None, str | None]]:
+    """Worker entry point for checkout: each ``(oid, mode)`` becomes a verified
+    temporary file, returned as ``(tmp path, None)``. An object that is missing
+    comes back as ``(None, "missing")``, one whose bytes hash to something else
+    as ``(None, <that hash>)``: errors travel as values, not exceptions."""
+    store = MediaStore(lfs_dir)
+    out: list[tuple[str | None, str | None]] = []
+    for oid, mode in items:
+        try:
+            with open(store.path(oid), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            out.append((None, "missing"))
+            continue
+        got = hashlib.sha256(data).hexdigest()
+        if got != oid:
+            out.append((None, got))
+            continue
+        tmp = os.path.join(tmp_dir, f"co-{os.getpid()}-{oid[:16]}-{len(out)}-{os.urandom(4).hex()}")
+        if link:
+            os.link(store.path(oid), tmp)
+        else:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o755 if mode == 0o100755 else 0o644)
+        out.append((tmp, None))
+    return out
 
 
 def _start_methods() -> list[str]:

@@ -33,6 +33,7 @@ from .diff import DatasetDiff, Side
 from .errors import (
     BadPath,
     BadRevision,
+    CorruptObject,
     InvalidImages,
     LocalChanges,
     MergeConflict,
@@ -46,7 +47,7 @@ from .errors import (
 )
 from .imageinfo import IMAGE_EXTENSIONS, MAX_PIXELS
 from .index import Entry, Index
-from .ingest import Ingested, git_blob_id, ingest_files
+from .ingest import Ingested, git_blob_id, ingest_files, map_batches, materialise_batch
 from .integrity import FsckReport, GcReport
 from .media import MediaStore
 from .pointer import format_pointer, looks_like_pointer, parse_pointer
@@ -836,7 +837,9 @@ class Repo(AbstractContextManager["Repo"]):
 
     # -- branches and tags -----------------------------------------------------------
     def branches(self) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.git.refs.as_dict(_ref("refs/heads")).items()}
+        return {
+            k.decode(): v.decode() for k, v in self.git.refs.as_dict(_ref("refs/heads")).items()
+        }
 
     def tags(self) -> dict[str, str]:
         out = {}
@@ -976,12 +979,14 @@ class Repo(AbstractContextManager["Repo"]):
         *,
         force: bool = False,
         paths: Sequence[str] | None = None,
+        link: bool = False,
         progress: Progress = _no_progress,
     ) -> CheckoutResult:
         """Make the work tree exactly ``rev`` (only differing paths are touched).
 
         With ``paths``, restore just those paths from ``rev`` into the work tree
-        and index, leaving HEAD where it is (as ``git checkout REV -- PATH``)."""
+        and index, leaving HEAD where it is (as ``git checkout REV -- PATH``).
+        With ``link``, files are hardlinks to the read-only media objects."""
         with self.lock():
             self._sync_base()
             target = self.resolve(rev)
@@ -991,25 +996,39 @@ class Repo(AbstractContextManager["Repo"]):
             head = self.head_commit()
             old_tree = self._commit(head).tree if head else None
             new_tree = self._commit(target).tree
-            written, removed = self._switch_tree(old_tree, new_tree, force=force, progress=progress)
+            written, removed = self._switch_tree(
+                old_tree, new_tree, force=force, link=link, progress=progress
+            )
             if branch is not None:
                 self.git.refs.set_symbolic_ref(HEAD, _ref(f"refs/heads/{branch}"))
             else:
-                self.git.refs.remove_if_equals(HEAD, None)
-                self.git.refs[HEAD] = _oid(target)
+                self._detach_head(target)
             with self.index.transaction():
                 self.index.set_meta("base_commit", target)
             return CheckoutResult(target, branch, written, removed)
 
+    def _detach_head(self, target: str) -> None:
+        """Point HEAD straight at a commit, atomically (lock file and rename)."""
+        from dulwich.file import GitFile
+
+        with GitFile(os.path.join(self.git_dir, "HEAD"), "wb") as f:
+            f.write(target.encode() + b"\n")
+
     def _switch_tree(
-        self, old_tree: bytes | None, new_tree: bytes | None, *, force: bool, progress: Progress
+        self,
+        old_tree: bytes | None,
+        new_tree: bytes | None,
+        *,
+        force: bool,
+        progress: Progress,
+        link: bool = False,
     ) -> tuple[int, int]:
         """Update work tree and index from ``old_tree`` (the index base) to ``new_tree``."""
         changes = list(trees.diff(self.store, old_tree, new_tree))
         entries = {e.path: e for e in self.index.entries()}
         if not force:
             self._refuse_overwrite(changes, entries, progress)
-            return self._apply(changes, progress)
+            return self._apply(changes, progress, link=link)
         # --force: local changes anywhere are discarded, so the work tree ends
         # up byte for byte the target (untracked files are left alone, as git does)
         touched = {c.path for c in changes}
@@ -1026,7 +1045,7 @@ class Repo(AbstractContextManager["Repo"]):
                 changes.append(trees.Change(path, (0, ""), None))
         with self.index.transaction():
             self.index.delete(dropped)
-        return self._apply(changes, progress)
+        return self._apply(changes, progress, link=link)
 
     def _refuse_overwrite(
         self, changes: list[trees.Change], entries: dict[str, Entry], progress: Progress
@@ -1045,7 +1064,9 @@ class Repo(AbstractContextManager["Repo"]):
         if conflicts:
             raise LocalChanges(sorted(set(conflicts)))
 
-    def _apply(self, changes: list[trees.Change], progress: Progress) -> tuple[int, int]:
+    def _apply(
+        self, changes: list[trees.Change], progress: Progress, *, link: bool = False
+    ) -> tuple[int, int]:
         """Materialise changes: verified temps first, then deletions, then renames."""
         writes = [c for c in changes if c.new is not None]
         deletes = [c.path for c in changes if c.new is None]
@@ -1067,17 +1088,44 @@ class Repo(AbstractContextManager["Repo"]):
         if missing:
             raise MissingMedia(missing, self.media.root)
         os.makedirs(self.tmp_dir, exist_ok=True)
+        media_items = [(oid, mode) for (_p, mode, _k, oid, _s, _b) in plans if oid is not None]
+        made = map_batches(
+            materialise_batch,
+            media_items,
+            (self.media.root, self.tmp_dir),
+            (link,),
+            jobs=None,
+            progress=lambda d, t: progress("checkout", d, t),
+        )
+        media_temps = iter(made)
         temps: list[str] = []
         try:
-            for n, (_path, mode, _kind, oid, _size, blob) in enumerate(plans, 1):
-                data = self.media.read(oid) if oid else trees.blob_bytes(self.store, blob)
-                tmp = fsutil.unique_tmp(self.tmp_dir, "co-")
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.chmod(tmp, 0o755 if mode == 0o100755 else 0o644)
+            media_paths = [path for (path, _m, _k, oid, _s, _b) in plans if oid is not None]
+            gone = [
+                (path, oid)
+                for path, (oid, _m), (_t, err) in zip(media_paths, media_items, made, strict=True)
+                if err == "missing"
+            ]
+            if gone:
+                raise MissingMedia(gone, self.media.root)
+            for (media_oid, _m), (_t, err) in zip(media_items, made, strict=True):
+                if err is not None:
+                    raise CorruptObject(media_oid, err, self.media.root)
+            for _path, mode, _kind, oid, _size, blob in plans:
+                if oid is not None:
+                    made_tmp = next(media_temps)[0]
+                    assert made_tmp is not None
+                    tmp = made_tmp
+                else:
+                    tmp = fsutil.unique_tmp(self.tmp_dir, "co-")
+                    with open(tmp, "wb") as f:
+                        f.write(trees.blob_bytes(self.store, blob))
+                    os.chmod(tmp, 0o755 if mode == 0o100755 else 0o644)
                 temps.append(tmp)
-                progress("checkout", n, len(plans))
         except BaseException:
+            for t, _err in made:
+                if t is not None and t not in temps:
+                    os.unlink(t)
             for t in temps:
                 os.unlink(t)
             raise
@@ -1194,9 +1242,7 @@ class Repo(AbstractContextManager["Repo"]):
             self._sync_base()
             theirs = self.resolve(rev)
             ours = self.head_commit()
-            if ours == theirs or (
-                ours and can_fast_forward(self.git, _oid(theirs), _oid(ours))
-            ):
+            if ours == theirs or (ours and can_fast_forward(self.git, _oid(theirs), _oid(ours))):
                 return MergeResult("up-to-date", ours)
             if self.index.staged():
                 raise LocalChanges([e.path for e in self.index.staged()])

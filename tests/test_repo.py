@@ -388,3 +388,38 @@ def test_reopen_from_subdirectory(repo: Repo) -> None:
     _commit_all(repo, "v1")
     with Repo.open(os.path.join(repo.root, "a")) as again:
         assert again.root == repo.root and again.status().clean
+
+
+def test_link_mode_hardlinks_read_only_objects(repo: Repo) -> None:
+    data = make_dataset(repo.root, {"a": 3})
+    result = repo.add([repo.root], link=True)
+    assert sorted(result.added) == sorted(data)
+    v1 = repo.commit("v1", author=AUTHOR)
+    for rel, content in data.items():
+        st = os.stat(os.path.join(repo.root, rel))
+        obj = repo.media.path(hashlib.sha256(content).hexdigest())
+        assert st.st_ino == os.stat(obj).st_ino and not st.st_mode & 0o222
+    assert repo.status().clean and repo.fsck().ok
+    os.unlink(os.path.join(repo.root, "a", "0000.jpg"))  # edits replace files: the object survives
+    write_image(os.path.join(repo.root, "a", "0000.jpg"), 4000)
+    repo.add([repo.root])
+    repo.commit("v2", author=AUTHOR)
+    repo.checkout(v1, link=True)
+    restored = os.path.join(repo.root, "a", "0000.jpg")
+    assert Path(restored).read_bytes() == data["a/0000.jpg"]
+    assert os.stat(restored).st_nlink >= 2
+    assert repo.status().clean and repo.fsck().ok
+
+
+def test_large_checkout_runs_in_parallel_and_is_exact(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 40, "b": 40})  # above the parallel threshold
+    v1 = _commit_all(repo, "v1")
+    snap1 = snapshot(repo.root)
+    for rel in list(snap1):
+        if rel.endswith(".jpg"):
+            os.unlink(os.path.join(repo.root, rel))
+    make_dataset(repo.root, {"a": 40, "b": 40}, seed=5)
+    _commit_all(repo, "v2")
+    result = repo.checkout(v1)
+    assert result.written == 80 and snapshot(repo.root) == snap1
+    assert not os.listdir(repo.tmp_dir), "no temporary files left behind"
