@@ -27,7 +27,7 @@ from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tag, Tree
 from dulwich.refs import Ref
 from dulwich.repo import Repo as GitRepo
 
-from . import fsutil, trees
+from . import fsutil, packs, trees
 from .catalog import Catalog
 from .diff import DatasetDiff, Side
 from .errors import (
@@ -584,13 +584,7 @@ class Repo(AbstractContextManager["Repo"]):
             return sorted(targets)
 
     def _add_git_objects(self, objects: list[tuple[ShaFile, str | None]]) -> None:
-        if not objects:
-            return
-        if len(objects) < 64:
-            for obj, _ in objects:
-                self.store.add_object(obj)
-        else:
-            self.store.add_objects(objects)
+        packs.add_objects(self.store, objects)
 
     # -- status ------------------------------------------------------------------
     def _sync_base(self) -> None:
