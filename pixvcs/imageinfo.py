@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -26,8 +26,9 @@ MAX_PIXELS = 89_478_485
 #: Frames decoded at most when validating an animated image.
 MAX_FRAMES = 1000
 PHASH_RECIPE = (
-    "phash-v1: Pillow decode (JPEG draft to >=128px), convert('L'), "
-    "imagehash.phash(hash_size=8, highfreq_factor=4), 16 hex digits"
+    "phash-v1: Pillow decode; JPEG decoded with draft('L', (64, 64)); other formats "
+    "convert('L') then reduce(min(w, h) // 64) when that is >= 2; then the algorithm of "
+    "imagehash.phash(hash_size=8, highfreq_factor=4); 16 hex digits"
 )
 
 _BMP_DIB_SIZES = {12, 40, 52, 56, 64, 108, 124}
@@ -101,9 +102,12 @@ def inspect_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
             if fmt == "JPEG":
                 # Draft mode decodes at 1/2..1/8 scale but still reads the whole scan,
                 # so truncation and corrupt entropy data are still caught.
-                im.draft("L", (128, 128))
+                im.draft("L", (64, 64))
             im.load()
             gray = im.convert("L")
+            factor = min(gray.size) // 64
+            if factor >= 2:
+                gray = gray.reduce(factor)
             for frame in range(1, n_frames):
                 im.seek(frame)
                 im.load()
@@ -138,10 +142,33 @@ def _describe(e: BaseException) -> str:
     return text if len(text) < 200 else text[:197] + "..."
 
 
-def phash_of(gray: Image.Image) -> str:
-    import imagehash
+_DCT_ROWS: Any = None
 
-    return str(imagehash.phash(gray, hash_size=8, highfreq_factor=4))
+
+def phash_of(gray: Image.Image) -> str:
+    """imagehash's ``phash(hash_size=8, highfreq_factor=4)``, computed faster.
+
+    Same algorithm and output format as imagehash (LANCZOS resize to 32x32,
+    2-D DCT-II, top-left 8x8 block, bits = coefficient > median, hex of the
+    row-major bits). The DCT is a product with a precomputed 8x32 matrix
+    instead of two full scipy transforms, which takes phash from about 0.35 ms
+    to under 0.1 ms an image: on the add hot path that is a third of the work.
+    tests/test_imageinfo.py checks it agrees with imagehash.phash.
+    """
+    import numpy as np
+    from PIL import Image as PILImage
+
+    global _DCT_ROWS
+    if _DCT_ROWS is None:
+        n = np.arange(32)
+        k = np.arange(8)[:, None]
+        _DCT_ROWS = 2.0 * np.cos(np.pi * k * (2 * n + 1) / 64.0)
+    small = gray.convert("L").resize((32, 32), PILImage.Resampling.LANCZOS)
+    pixels = np.asarray(small, dtype=np.float64)
+    low = _DCT_ROWS @ pixels @ _DCT_ROWS.T
+    ordered = np.sort(low, axis=None)
+    bits = low > (ordered[31] + ordered[32]) / 2.0  # the median of the 64 values
+    return bytes(np.packbits(bits.ravel())).hex()
 
 
 def library_versions() -> dict[str, str]:

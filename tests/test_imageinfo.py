@@ -71,3 +71,20 @@ def test_decompression_bomb_is_refused_from_the_header(monkeypatch: pytest.Monke
 def test_custom_pixel_limit() -> None:
     with pytest.raises(InvalidImage, match="decompression bomb"):
         inspect_image(image_bytes(3, "PNG", (100, 100)), max_pixels=5000)
+
+
+def test_fast_phash_agrees_with_imagehash() -> None:
+    import imagehash
+
+    from pixvcs.imageinfo import phash_of
+
+    rng = random.Random(11)
+    for i in range(40):
+        im = Image.new("RGB", (rng.randrange(40, 200), rng.randrange(40, 200)), (i * 5, 40, 90))
+        draw = ImageDraw.Draw(im)
+        for _ in range(12):
+            x, y = rng.randrange(im.width), rng.randrange(im.height)
+            draw.rectangle([x, y, x + rng.randrange(5, 60), y + rng.randrange(5, 60)],
+                           fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+        gray = im.convert("L")
+        assert phash_of(gray) == str(imagehash.phash(gray)), i
