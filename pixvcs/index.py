@@ -105,6 +105,25 @@ class Index:
         for row in self.db.execute(f"SELECT {_COLS} FROM entries ORDER BY path"):
             yield Entry(*row)
 
+    def stat_map(self) -> dict[str, tuple[int, int, int, int]]:
+        """path -> (size, mtime_ns, ino, stamp_ns) of every live entry, as plain tuples
+        (the status hot path: no objects built per row)."""
+        cur = self.db.execute(
+            "SELECT path, size, mtime_ns, ino, stamp_ns FROM entries WHERE blob IS NOT NULL"
+        )
+        return {row[0]: row[1:] for row in cur}
+
+    def get_many(self, paths: list[str]) -> dict[str, Entry]:
+        out: dict[str, Entry] = {}
+        for start in range(0, len(paths), 500):
+            chunk = paths[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(
+                f"SELECT {_COLS} FROM entries WHERE path IN ({marks})", chunk
+            ):
+                out[row[0]] = Entry(*row)
+        return out
+
     def staged(self) -> list[Entry]:
         return [
             Entry(*r)

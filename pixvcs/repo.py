@@ -46,7 +46,7 @@ from .errors import (
     UsageError,
 )
 from .imageinfo import IMAGE_EXTENSIONS, MAX_PIXELS
-from .index import Entry, Index
+from .index import RACY_NS, Entry, Index
 from .ingest import Ingested, git_blob_id, ingest_files, map_batches, materialise_batch
 from .integrity import FsckReport, GcReport
 from .media import MediaStore
@@ -606,16 +606,14 @@ class Repo(AbstractContextManager["Repo"]):
             raise UsageError("a bare repository has no work tree")
         self._sync_base()
         st = Status(branch=self.current_branch(), head=self.head_commit())
-        entries = {e.path: e for e in self.index.entries()}
-        for e in entries.values():
-            if e.dirty:
-                if e.blob is None:
-                    st.staged_deleted.append(e.path)
-                elif e.base is None:
-                    st.staged_added.append(e.path)
-                else:
-                    st.staged_modified.append(e.path)
-        changes = self._worktree_changes(entries, progress=progress, untracked=st.untracked)
+        for e in self.index.staged():
+            if e.blob is None:
+                st.staged_deleted.append(e.path)
+            elif e.base is None:
+                st.staged_added.append(e.path)
+            else:
+                st.staged_modified.append(e.path)
+        changes = self._worktree_changes(progress=progress, untracked=st.untracked)
         for path, change in changes.items():
             (st.deleted if change is None else st.modified).append(path)
         for lst in (
@@ -631,45 +629,61 @@ class Repo(AbstractContextManager["Repo"]):
 
     def _worktree_changes(
         self,
-        entries: dict[str, Entry],
         *,
         progress: Progress,
         untracked: list[str] | None = None,
         only: Iterable[str] | None = None,
     ) -> dict[str, Ingested | None]:
         """Work-tree files whose content differs from the index: path -> new content
-        (``None`` = deleted). Files whose stat matches the cache are not read."""
-        live = {p: e for p, e in entries.items() if e.blob is not None}
-        suspects: list[tuple[str, str]] = []
+        (``None`` = deleted). Files whose stat matches the cache are not read.
+
+        This is the hot path of ``status``: the index is read as plain tuples and
+        each file costs one ``lstat`` and a tuple comparison."""
+        stats = self.index.stat_map()
+        suspects: list[str] = []
+        gone: list[str] = []
         if only is None:
             ignore = self._ignore()
+            tracked_dirs = _dirs_of(stats) if ignore is not None else set()
             seen: set[str] = set()
-            for rel, s in self._walk("", _dirs_of(live), ignore, live):
-                e = live.get(rel)
-                if e is None:
+            for rel, s in self._walk("", tracked_dirs, ignore, stats):
+                c = stats.get(rel)
+                if c is None:
                     if untracked is not None:
                         untracked.append(rel)
                     continue
                 seen.add(rel)
-                if not e.matches_stat(s):
-                    suspects.append((rel, self._abspath(rel)))
-            gone = [p for p in live if p not in seen]
+                if (
+                    c[0] != s.st_size
+                    or c[1] != s.st_mtime_ns
+                    or c[2] != s.st_ino
+                    or c[3] - c[1] < RACY_NS
+                ):
+                    suspects.append(rel)
+            if len(seen) != len(stats):
+                gone = [p for p in stats if p not in seen]
         else:
-            gone = []
             for rel in only:
-                e = live.get(rel)
-                if e is None:
+                c = stats.get(rel)
+                if c is None:
                     continue
                 try:
                     s = os.lstat(self._abspath(rel))
                 except (FileNotFoundError, NotADirectoryError):
                     gone.append(rel)
                     continue
-                if not stat_mod.S_ISREG(s.st_mode) or not e.matches_stat(s):
-                    suspects.append((rel, self._abspath(rel)))
+                if (
+                    not stat_mod.S_ISREG(s.st_mode)
+                    or c[0] != s.st_size
+                    or c[1] != s.st_mtime_ns
+                    or c[2] != s.st_ino
+                    or c[3] - c[1] < RACY_NS
+                ):
+                    suspects.append(rel)
         out: dict[str, Ingested | None] = dict.fromkeys(gone)
         if suspects:
-            rehashed = _rehash(suspects, live, progress)
+            entries = self.index.get_many(suspects)
+            rehashed = _rehash([(p, self._abspath(p)) for p in suspects], entries, progress)
             refresh = []
             for rel, (item, same) in rehashed.items():
                 if item is None:
@@ -960,7 +974,7 @@ class Repo(AbstractContextManager["Repo"]):
                 overlay[e.path] = (
                     None if e.blob is None else Side(e.mode, e.blob, e.kind, e.oid, e.size)
                 )
-        for path, item in self._worktree_changes(entries, progress=progress).items():
+        for path, item in self._worktree_changes(progress=progress).items():
             overlay[path] = (
                 None if item is None else Side(item.mode, item.blob, item.kind, item.oid, item.size)
             )
@@ -1026,7 +1040,7 @@ class Repo(AbstractContextManager["Repo"]):
         # --force: local changes anywhere are discarded, so the work tree ends
         # up byte for byte the target (untracked files are left alone, as git does)
         touched = {c.path for c in changes}
-        local = set(self._worktree_changes(entries, progress=progress))
+        local = set(self._worktree_changes(progress=progress))
         local.update(p for p, e in entries.items() if e.dirty)
         dropped = []
         for path in sorted(local - touched):
@@ -1046,7 +1060,7 @@ class Repo(AbstractContextManager["Repo"]):
     ) -> None:
         touched = [c.path for c in changes]
         conflicts = [p for p in touched if p in entries and entries[p].dirty]
-        local = self._worktree_changes(entries, progress=progress, only=touched)
+        local = self._worktree_changes(progress=progress, only=touched)
         conflicts.extend(local)
         for c in changes:
             if (
