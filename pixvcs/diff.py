@@ -21,6 +21,7 @@ from . import trees
 from .pointer import looks_like_pointer, parse_pointer
 
 if TYPE_CHECKING:
+    from .index import Entry
     from .repo import Repo
 
 ROOT_CLASS = "."
@@ -114,6 +115,32 @@ def class_counts(repo: Repo, tree_id: bytes | None) -> dict[str, int]:
     return counts
 
 
+def remember_counts(repo: Repo, tree_id: bytes, counts: dict[str, int]) -> None:
+    """Cache the per-class counts of a version by the ids of its top-level subtrees."""
+    rows = [
+        (sha.decode(), counts.get(name.decode("utf-8", "replace"), 0))
+        for name, mode, sha in trees.read_tree(repo.store, tree_id).iteritems()
+        if stat.S_ISDIR(mode)
+    ]
+    with repo.index.transaction():
+        repo.index.put_treestats(rows)
+
+
+def counts_after_commit(
+    repo: Repo, base_tree: bytes | None, new_tree: bytes, staged: Iterable[Entry]
+) -> None:
+    """At commit: the new version's counts from its parent's and the staged change,
+    so the next diff never has to count a whole dataset."""
+    after = dict(class_counts(repo, base_tree))
+    for e in staged:
+        cls = class_of(e.path)
+        if e.base is not None and _is_pointer_blob(repo, e.base.encode()):
+            after[cls] = after.get(cls, 0) - 1
+        if e.blob is not None and e.kind == "media":
+            after[cls] = after.get(cls, 0) + 1
+    remember_counts(repo, new_tree, after)
+
+
 def _count_images(repo: Repo, tree_id: bytes) -> int:
     n = 0
     for _name, mode, sha in trees.read_tree(repo.store, tree_id).iteritems():
@@ -155,7 +182,10 @@ def diff_trees(
             changed.pop(path, None)
         else:
             changed[path] = (old, new)
-    return _summarise(repo, changed, old_tree, old_label, new_label)
+    d = _summarise(repo, changed, old_tree, old_label, new_label)
+    if not overlay and new_tree is not None:
+        remember_counts(repo, new_tree, {k: v["after"] for k, v in d.classes.items()})
+    return d
 
 
 def _summarise(

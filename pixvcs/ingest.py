@@ -164,6 +164,11 @@ def ingest_files(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Ingested | tuple[str, str]]:
     """Ingest many files, over the machine's cores when there are enough of them."""
+    if len(items) >= PARALLEL_THRESHOLD:
+        import imagehash  # noqa: F401 - loaded once here, inherited by the forked workers
+        from PIL import Image
+
+        Image.init()
     return map_batches(
         ingest_batch, items, (lfs_dir,), (link, max_pixels), jobs=jobs, progress=progress
     )
@@ -190,10 +195,6 @@ def map_batches(
                 progress(len(results), total)
         return results
     batch = max(8, min(BATCH, total // (jobs * 4) or 8))
-    import imagehash  # noqa: F401 - loaded once here, inherited by the forked workers
-    from PIL import Image
-
-    Image.init()
     ctx = get_context("fork") if "fork" in _start_methods() else None
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         futures: list[Future[list[R]]] = [

@@ -423,3 +423,19 @@ def test_large_checkout_runs_in_parallel_and_is_exact(repo: Repo) -> None:
     result = repo.checkout(v1)
     assert result.written == 80 and snapshot(repo.root) == snap1
     assert not os.listdir(repo.tmp_dir), "no temporary files left behind"
+
+
+def test_cached_class_counts_equal_a_fresh_count(repo: Repo) -> None:
+    from pixvcs.diff import class_counts
+
+    make_dataset(repo.root, {"a": 3, "b": 2})
+    with open(os.path.join(repo.root, "a", "notes.txt"), "w") as f:
+        f.write("not an image")
+    v1 = _commit_all(repo, "v1")
+    os.rename(os.path.join(repo.root, "a", "0000.jpg"), os.path.join(repo.root, "b", "x.jpg"))
+    write_image(os.path.join(repo.root, "c", "deep", "y.png"), 3, "PNG")
+    v2 = _commit_all(repo, "v2")
+    cached = {rev: class_counts(repo, repo.tree_of(rev)) for rev in (v1, v2)}
+    assert cached[v2] == {"a": 2, "b": 3, "c": 1}
+    repo.index.db.execute("DELETE FROM treestats")
+    assert {rev: class_counts(repo, repo.tree_of(rev)) for rev in (v1, v2)} == cached
