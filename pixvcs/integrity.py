@@ -249,7 +249,10 @@ def gc(repo: Repo, *, progress: Progress) -> GcReport:
     report.removed_media = len(removed)
     repo.catalog.remove(removed)
     cutoff = time.time() - 3600
-    for tmp in repo.media.stray_temp_files() + _files_in(repo.tmp_dir):
+    pack_temps = [
+        p for p in _files_in(repo.store.pack_dir) if os.path.basename(p).startswith("tmp-pixvcs-")
+    ]
+    for tmp in repo.media.stray_temp_files() + _files_in(repo.tmp_dir) + pack_temps:
         try:
             if os.lstat(tmp).st_mtime < cutoff:
                 os.unlink(tmp)

@@ -56,6 +56,8 @@ GIT_DIR = ".pixvcs"
 FORMAT_VERSION = 1
 DEFAULT_BRANCH = "main"
 IGNORE_FILE = ".pixvcsignore"
+#: A ref lock file older than this, found while holding the repository lock, is stale.
+STALE_REF_LOCK_SECONDS = 2.0
 
 Progress = Callable[[str, int, int], None]
 
@@ -828,9 +830,9 @@ class Repo(AbstractContextManager["Repo"]):
         ref = _ref(f"refs/heads/{branch}") if branch else HEAD
         msg = f"pixvcs: {message.splitlines()[0] if message else ''}".encode()
         if old is None:
-            ok = self.git.refs.add_if_new(ref, _oid(new), message=msg)
+            ok = self._refs(self.git.refs.add_if_new, ref, _oid(new), message=msg)
         else:
-            ok = self.git.refs.set_if_equals(ref, _oid(old), _oid(new), message=msg)
+            ok = self._refs(self.git.refs.set_if_equals, ref, _oid(old), _oid(new), message=msg)
         if not ok:
             raise RefConflict(ref.decode())
 
@@ -874,8 +876,8 @@ class Repo(AbstractContextManager["Repo"]):
             raise BadRevision("HEAD", "no commits yet")
         ref = _ref(f"refs/heads/{name}")
         if force:
-            self.git.refs.set_if_equals(ref, None, _oid(target))
-        elif not self.git.refs.add_if_new(ref, _oid(target)):
+            self._refs(self.git.refs.set_if_equals, ref, None, _oid(target))
+        elif not self._refs(self.git.refs.add_if_new, ref, _oid(target)):
             raise UsageError(f"a branch named {name!r} already exists")
         return target
 
@@ -887,7 +889,7 @@ class Repo(AbstractContextManager["Repo"]):
             old = self.git.refs[ref]
         except KeyError:
             raise BadRevision(name, "no such branch") from None
-        if not self.git.refs.remove_if_equals(ref, old):
+        if not self._refs(self.git.refs.remove_if_equals, ref, old):
             raise RefConflict(ref.decode())
         return old.decode()
 
@@ -917,8 +919,8 @@ class Repo(AbstractContextManager["Repo"]):
             value = tag.id
         ref = _ref(f"refs/tags/{name}")
         if force:
-            self.git.refs.set_if_equals(ref, None, value)
-        elif not self.git.refs.add_if_new(ref, value):
+            self._refs(self.git.refs.set_if_equals, ref, None, value)
+        elif not self._refs(self.git.refs.add_if_new, ref, value):
             raise UsageError(f"tag {name!r} already exists")
         return target
 
@@ -926,7 +928,7 @@ class Repo(AbstractContextManager["Repo"]):
         ref = _ref(f"refs/tags/{name}")
         if ref not in self.git.refs:
             raise BadRevision(name, "no such tag")
-        self.git.refs.remove_if_equals(ref, None)
+        self._refs(self.git.refs.remove_if_equals, ref, None)
 
     # -- listing -------------------------------------------------------------------
     def ls(self, rev: str | None = None) -> list[FileEntry]:
@@ -1020,12 +1022,37 @@ class Repo(AbstractContextManager["Repo"]):
                 old_tree, new_tree, force=force, link=link, progress=progress
             )
             if branch is not None:
-                self.git.refs.set_symbolic_ref(HEAD, _ref(f"refs/heads/{branch}"))
+                self._refs(self.git.refs.set_symbolic_ref, HEAD, _ref(f"refs/heads/{branch}"))
             else:
-                self._detach_head(target)
+                self._refs(self._detach_head, target)
             with self.index.transaction():
                 self.index.set_meta("base_commit", target)
             return CheckoutResult(target, branch, written, removed)
+
+    def _refs(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a ref update; recover from a ref lock file left by a killed process.
+
+        Callers hold the repository lock, so no other pixvcs process is writing
+        refs; a ``*.lock`` still there after a short wait belongs to a process
+        that died mid-update (stock git holds one for microseconds) and is removed.
+        """
+        from dulwich.file import FileLocked
+
+        for _attempt in range(20):
+            try:
+                return fn(*args, **kwargs)
+            except FileLocked as e:
+                lock = os.fsdecode(e.lockfilename)
+                try:
+                    age = time.time() - os.lstat(lock).st_mtime
+                except FileNotFoundError:  # released meanwhile: try again
+                    continue
+                if age > STALE_REF_LOCK_SECONDS:
+                    os.unlink(lock)
+                    continue
+                time.sleep(0.2)
+        name = args[0] if args else b"?"
+        raise RefConflict(name.decode() if isinstance(name, bytes) else str(name))
 
     def _detach_head(self, target: str) -> None:
         """Point HEAD straight at a commit, atomically (lock file and rename)."""

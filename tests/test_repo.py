@@ -439,3 +439,16 @@ def test_cached_class_counts_equal_a_fresh_count(repo: Repo) -> None:
     assert cached[v2] == {"a": 2, "b": 3, "c": 1}
     repo.index.db.execute("DELETE FROM treestats")
     assert {rev: class_counts(repo, repo.tree_of(rev)) for rev in (v1, v2)} == cached
+
+
+def test_stale_ref_lock_from_a_killed_process_does_not_block(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 1})
+    _commit_all(repo, "v1")
+    lock = os.path.join(repo.git_dir, "refs", "heads", "main.lock")
+    with open(lock, "w") as f:
+        f.write("0" * 40 + "\n")
+    old = time.time() - 60
+    os.utime(lock, (old, old))
+    write_image(os.path.join(repo.root, "a", "n.jpg"), 2)
+    v2 = _commit_all(repo, "v2")
+    assert repo.head_commit() == v2 and not os.path.exists(lock)
