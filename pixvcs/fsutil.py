@@ -12,6 +12,7 @@ import ctypes.util
 import errno
 import fcntl
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -104,6 +105,32 @@ def _suppress_missing() -> Iterator[None]:
         pass
 
 
+#: Descriptors of repository locks this process holds (closed in forked workers).
+_held_locks: set[int] = set()
+
+
+def worker_init() -> None:
+    """Initializer for forked worker processes.
+
+    A forked worker inherits the descriptor of the repository lock; were the
+    parent killed, an orphaned worker would keep the flock alive and block
+    every later command. So the worker closes its copy (the parent's lock is
+    unaffected: flock is released only when all copies are closed) and asks
+    the kernel to kill it when its parent dies.
+    """
+    for fd in list(_held_locks):
+        try:
+            os.close(fd)
+        except OSError:  # already closed in this process
+            pass
+    _held_locks.clear()
+    if _libc is not None:
+        pr_set_pdeathsig = 1
+        _libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
 @contextmanager
 def repo_lock(path: str, *, timeout: float = 30.0) -> Iterator[None]:
     """Hold the repository-wide write lock for the duration of the block.
@@ -129,7 +156,9 @@ def repo_lock(path: str, *, timeout: float = 30.0) -> Iterator[None]:
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} host {socket.gethostname()}\n".encode(), 0)
+        _held_locks.add(fd)
         yield
     finally:
         # closing the descriptor releases the flock
+        _held_locks.discard(fd)
         os.close(fd)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, TypeVar
 
+from .fsutil import worker_init
 from .imageinfo import (
     MAX_PIXELS,
     ImageInfo,
@@ -196,7 +197,7 @@ def map_batches(
         return results
     batch = max(8, min(BATCH, total // (jobs * 4) or 8))
     ctx = get_context("fork") if "fork" in _start_methods() else None
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=worker_init) as pool:
         futures: list[Future[list[R]]] = [
             pool.submit(fn, *before, items[start : start + batch], *after)
             for start in range(0, total, batch)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from dulwich.objects import Blob, Commit, Tag, Tree
 
 from . import trees
+from .errors import UnsafeTreeEntry
 from .pointer import looks_like_pointer, parse_pointer
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def fsck(repo: Repo, *, progress: Progress) -> FsckReport:
     seen_trees: set[bytes] = set()
     seen_blobs: set[bytes] = set()
     referenced: dict[str, str] = {}  # oid -> a path that references it
+    sizes: dict[str, dict[int, str]] = {}  # oid -> {size a pointer claims: its path}
     stack: list[bytes] = []
     for name, sha in refs.items():
         try:
@@ -94,11 +96,12 @@ def fsck(repo: Repo, *, progress: Progress) -> FsckReport:
         if commit is None:
             continue
         stack.extend(commit.parents)
-        _fsck_tree(repo, commit.tree, "", seen_trees, seen_blobs, referenced, problems)
+        _fsck_tree(repo, commit.tree, "", seen_trees, seen_blobs, referenced, sizes, problems)
     report.commits, report.trees, report.blobs = len(seen_commits), len(seen_trees), len(seen_blobs)
     for e in repo.index.entries():
         if e.kind == "media" and e.oid and e.blob is not None:
             referenced.setdefault(e.oid, e.path)
+            sizes.setdefault(e.oid, {}).setdefault(e.size, e.path)
     all_media = sorted(set(repo.media) | set(referenced))
     for n, oid in enumerate(all_media, 1):
         progress("fsck", n, len(all_media))
@@ -125,6 +128,20 @@ def fsck(repo: Repo, *, progress: Progress) -> FsckReport:
                     "message": f"{where}: media object {oid} is corrupt (hashes to {got})",
                 }
             )
+            continue
+        actual = repo.media.size(oid)
+        if got == oid:
+            for claimed, claimant in sorted(sizes.get(oid, {}).items()):
+                if claimed != actual:
+                    problems.append(
+                        {
+                            "kind": "pointer-size-mismatch",
+                            "path": claimant,
+                            "oid": oid,
+                            "message": f"{claimant}: pointer says {claimed} bytes, "
+                            f"media object {oid} has {actual}",
+                        }
+                    )
     return report
 
 
@@ -177,6 +194,7 @@ def _fsck_tree(
     seen_trees: set[bytes],
     seen_blobs: set[bytes],
     referenced: dict[str, str],
+    sizes: dict[str, dict[int, str]],
     problems: list[dict[str, str]],
 ) -> None:
     if tree_id in seen_trees:
@@ -193,11 +211,13 @@ def _fsck_tree(
         )
         try:
             trees.check_name(name, prefix)
-        except Exception as e:  # noqa: BLE001 - reported, not raised: fsck lists everything
+            if not stat_mod.S_ISDIR(mode):
+                trees.check_mode(mode, path)
+        except UnsafeTreeEntry as e:  # reported, not raised: fsck lists everything
             problems.append({"kind": "unsafe-entry", "path": path, "message": str(e)})
             continue
         if stat_mod.S_ISDIR(mode):
-            _fsck_tree(repo, sha, path, seen_trees, seen_blobs, referenced, problems)
+            _fsck_tree(repo, sha, path, seen_trees, seen_blobs, referenced, sizes, problems)
             continue
         if sha in seen_blobs:
             continue
@@ -213,6 +233,7 @@ def _fsck_tree(
                 problems.append({"kind": "bad-pointer", "path": path, "message": f"{path}: {e}"})
                 continue
             referenced.setdefault(p.oid, path)
+            sizes.setdefault(p.oid, {}).setdefault(p.size, path)
 
 
 def gc(repo: Repo, *, progress: Progress) -> GcReport:

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from dulwich.errors import ObjectFormatException
 from dulwich.object_store import BaseObjectStore
 from dulwich.objects import Blob, ObjectID, ShaFile, Tree
 
@@ -47,7 +48,12 @@ def check_mode(mode: int, path: str) -> None:
 
 
 def read_tree(store: BaseObjectStore, tree_id: bytes) -> Tree:
-    obj = store[ObjectID(tree_id)]
+    try:
+        obj = store[ObjectID(tree_id)]
+        if isinstance(obj, Tree):
+            obj.iteritems()  # parse now, so a malformed tree fails here, named
+    except (ObjectFormatException, ValueError, UnicodeDecodeError) as e:
+        raise UnsafeTreeEntry(tree_id.decode(), f"malformed tree object: {e}") from None
     if not isinstance(obj, Tree):
         raise UnsafeTreeEntry(
             tree_id.decode(), f"expected a tree, found a {obj.type_name.decode()}"
@@ -178,7 +184,10 @@ def lookup(store: BaseObjectStore, tree_id: bytes | None, path: str) -> tuple[in
 
 
 def blob_bytes(store: BaseObjectStore, blob_id: str) -> bytes:
-    obj = store[ObjectID(blob_id.encode())]
+    try:
+        obj = store[ObjectID(blob_id.encode())]
+    except (ObjectFormatException, ValueError) as e:
+        raise UnsafeTreeEntry(blob_id, f"malformed object: {e}") from None
     if not isinstance(obj, Blob):
         raise UnsafeTreeEntry(blob_id, f"expected a blob, found a {obj.type_name.decode()}")
     return obj.as_raw_string()

@@ -452,3 +452,26 @@ def test_stale_ref_lock_from_a_killed_process_does_not_block(repo: Repo) -> None
     write_image(os.path.join(repo.root, "a", "n.jpg"), 2)
     v2 = _commit_all(repo, "v2")
     assert repo.head_commit() == v2 and not os.path.exists(lock)
+
+
+def test_fsck_reports_a_pointer_whose_size_lies(repo: Repo) -> None:
+    from dulwich.objects import Blob
+
+    from pixvcs import trees
+
+    data = make_dataset(repo.root, {"a": 1})
+    _commit_all(repo, "v1")
+    oid = hashlib.sha256(data["a/0000.jpg"]).hexdigest()
+    liar = Blob.from_string(format_pointer(oid, len(data["a/0000.jpg"]) + 1))
+    repo.store.add_object(liar)
+    objs: list = []
+    tree = trees.update(repo.store, repo.tree_of(None), [("b/liar.jpg", 0o100644, liar.id.decode())], objs)
+    for obj, _ in objs:
+        repo.store.add_object(obj)
+    head = repo.head_commit()
+    assert head is not None
+    commit = repo._write_commit(tree, [head], "liar", author=AUTHOR, committer=None, timestamp=None)
+    repo.create_branch("liar", commit)
+    problems = repo.fsck().problems
+    assert [p["kind"] for p in problems] == ["pointer-size-mismatch"]
+    assert problems[0]["oid"] == oid
