@@ -33,10 +33,7 @@ from .diff import DatasetDiff, Side, counts_after_commit
 from .errors import (
     BadPath,
     BadRevision,
-    CorruptObject,
     InvalidImages,
-    LocalChanges,
-    MergeConflict,
     MissingMedia,
     NotARepository,
     NothingToCommit,
@@ -47,7 +44,7 @@ from .errors import (
 )
 from .imageinfo import IMAGE_EXTENSIONS, MAX_PIXELS
 from .index import RACY_NS, Entry, Index
-from .ingest import Ingested, git_blob_id, ingest_files, map_batches, materialise_batch
+from .ingest import Ingested, git_blob_id, ingest_files
 from .integrity import FsckReport, GcReport
 from .media import MediaStore
 from .pointer import format_pointer, looks_like_pointer, parse_pointer
@@ -995,6 +992,7 @@ class Repo(AbstractContextManager["Repo"]):
         return overlay
 
     # -- checkout ------------------------------------------------------------------
+    # -- checkout, rollback, merge (see worktree.py) --------------------------------
     def checkout(
         self,
         rev: str,
@@ -1004,30 +1002,37 @@ class Repo(AbstractContextManager["Repo"]):
         link: bool = False,
         progress: Progress = _no_progress,
     ) -> CheckoutResult:
-        """Make the work tree exactly ``rev`` (only differing paths are touched).
+        """Make the work tree exactly ``rev`` (see worktree.checkout)."""
+        from .worktree import checkout
 
-        With ``paths``, restore just those paths from ``rev`` into the work tree
-        and index, leaving HEAD where it is (as ``git checkout REV -- PATH``).
-        With ``link``, files are hardlinks to the read-only media objects."""
-        with self.lock():
-            self._sync_base()
-            target = self.resolve(rev)
-            branch = rev if _ref(f"refs/heads/{rev}") in self.git.refs else None
-            if paths is not None:
-                return self._checkout_paths(rev, target, paths, progress)
-            head = self.head_commit()
-            old_tree = self._commit(head).tree if head else None
-            new_tree = self._commit(target).tree
-            written, removed = self._switch_tree(
-                old_tree, new_tree, force=force, link=link, progress=progress
-            )
-            if branch is not None:
-                self._refs(self.git.refs.set_symbolic_ref, HEAD, _ref(f"refs/heads/{branch}"))
-            else:
-                self._refs(self._detach_head, target)
-            with self.index.transaction():
-                self.index.set_meta("base_commit", target)
-            return CheckoutResult(target, branch, written, removed)
+        return checkout(self, rev, force=force, paths=paths, link=link, progress=progress)
+
+    def rollback(
+        self,
+        rev: str,
+        *,
+        message: str | None = None,
+        author: str | None = None,
+        force: bool = False,
+        progress: Progress = _no_progress,
+    ) -> str:
+        """A new commit on the current branch whose tree is ``rev``'s (see worktree.rollback)."""
+        from .worktree import rollback
+
+        return rollback(self, rev, message=message, author=author, force=force, progress=progress)
+
+    def merge(
+        self,
+        rev: str,
+        *,
+        message: str | None = None,
+        author: str | None = None,
+        progress: Progress = _no_progress,
+    ) -> MergeResult:
+        """Merge ``rev`` into the current branch (see worktree.merge)."""
+        from .worktree import merge
+
+        return merge(self, rev, message=message, author=author, progress=progress)
 
     def _refs(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a ref update; recover from a ref lock file left by a killed process.
@@ -1061,150 +1066,6 @@ class Repo(AbstractContextManager["Repo"]):
         with GitFile(os.path.join(self.git_dir, "HEAD"), "wb") as f:
             f.write(target.encode() + b"\n")
 
-    def _switch_tree(
-        self,
-        old_tree: bytes | None,
-        new_tree: bytes | None,
-        *,
-        force: bool,
-        progress: Progress,
-        link: bool = False,
-    ) -> tuple[int, int]:
-        """Update work tree and index from ``old_tree`` (the index base) to ``new_tree``."""
-        changes = list(trees.diff(self.store, old_tree, new_tree))
-        if not force:
-            entries = self.index.get_many([c.path for c in changes])
-            self._refuse_overwrite(changes, entries, progress)
-            return self._apply(changes, progress, link=link)
-        # --force: local changes anywhere are discarded, so the work tree ends
-        # up byte for byte the target (untracked files are left alone, as git does)
-        touched = {c.path for c in changes}
-        local = set(self._worktree_changes(progress=progress))
-        staged = {e.path: e for e in self.index.staged()}
-        local.update(staged)
-        dropped = []
-        for path in sorted(local - touched):
-            want = trees.lookup(self.store, new_tree, path)
-            if want is not None:
-                changes.append(trees.Change(path, None, want))
-            elif path in staged and staged[path].base is None:
-                dropped.append(path)  # staged but never committed: becomes untracked
-            else:
-                changes.append(trees.Change(path, (0, ""), None))
-        with self.index.transaction():
-            self.index.delete(dropped)
-        return self._apply(changes, progress, link=link)
-
-    def _refuse_overwrite(
-        self, changes: list[trees.Change], entries: dict[str, Entry], progress: Progress
-    ) -> None:
-        touched = [c.path for c in changes]
-        conflicts = [p for p in touched if p in entries and entries[p].dirty]
-        local = self._worktree_changes(progress=progress, only=touched)
-        conflicts.extend(local)
-        for c in changes:
-            if (
-                c.path not in entries
-                and c.new is not None
-                and os.path.lexists(self._abspath(c.path))
-            ):
-                conflicts.append(c.path)  # an untracked file would be overwritten
-        if conflicts:
-            raise LocalChanges(sorted(set(conflicts)))
-
-    def _apply(
-        self, changes: list[trees.Change], progress: Progress, *, link: bool = False
-    ) -> tuple[int, int]:
-        """Materialise changes: verified temps first, then deletions, then renames."""
-        writes = [c for c in changes if c.new is not None]
-        deletes = [c.path for c in changes if c.new is None]
-        plans: list[
-            tuple[str, int, str, str | None, int, str]
-        ] = []  # path, mode, kind, oid, size, blob
-        missing = []
-        for c in writes:
-            assert c.new is not None
-            mode, blob = c.new
-            data = trees.blob_bytes(self.store, blob)
-            if looks_like_pointer(data):
-                p = parse_pointer(data)
-                if not self.media.has(p.oid):
-                    missing.append((c.path, p.oid))
-                plans.append((c.path, mode, "media", p.oid, p.size, blob))
-            else:
-                plans.append((c.path, mode, "blob", None, len(data), blob))
-        if missing:
-            raise MissingMedia(missing, self.media.root)
-        os.makedirs(self.tmp_dir, exist_ok=True)
-        media_items = [(oid, mode) for (_p, mode, _k, oid, _s, _b) in plans if oid is not None]
-        made = map_batches(
-            materialise_batch,
-            media_items,
-            (self.media.root, self.tmp_dir),
-            (link,),
-            jobs=None,
-            progress=lambda d, t: progress("checkout", d, t),
-        )
-        media_temps = iter(made)
-        temps: list[str] = []
-        try:
-            media_paths = [path for (path, _m, _k, oid, _s, _b) in plans if oid is not None]
-            gone = [
-                (path, oid)
-                for path, (oid, _m), (_t, err) in zip(media_paths, media_items, made, strict=True)
-                if err == "missing"
-            ]
-            if gone:
-                raise MissingMedia(gone, self.media.root)
-            for (media_oid, _m), (_t, err) in zip(media_items, made, strict=True):
-                if err is not None:
-                    raise CorruptObject(media_oid, err, self.media.root)
-            for _path, mode, _kind, oid, _size, blob in plans:
-                if oid is not None:
-                    made_tmp = next(media_temps)[0]
-                    assert made_tmp is not None
-                    tmp = made_tmp
-                else:
-                    tmp = fsutil.unique_tmp(self.tmp_dir, "co-")
-                    with open(tmp, "wb") as f:
-                        f.write(trees.blob_bytes(self.store, blob))
-                    os.chmod(tmp, 0o755 if mode == 0o100755 else 0o644)
-                temps.append(tmp)
-        except BaseException:
-            for t, _err in made:
-                if t is not None and t not in temps:
-                    os.unlink(t)
-            for t in temps:
-                os.unlink(t)
-            raise
-        for path in deletes:
-            try:
-                os.unlink(self._abspath(path))
-            except FileNotFoundError:  # already gone
-                pass
-            except IsADirectoryError:
-                pass
-        rows = []
-        for (path, mode, kind, oid, size, blob), tmp in zip(plans, temps, strict=True):
-            dest = self._abspath(path)
-            _clear_path_for_file(self.root, path)
-            try:
-                # Renaming over an existing file makes ext4 flush the new file's data
-                # first (auto_da_alloc), about a millisecond a file; git also unlinks
-                # before writing. The path is briefly absent, never half-written.
-                os.unlink(dest)
-            except FileNotFoundError:  # a new path
-                pass
-            fsutil.atomic_rename(tmp, dest)
-            s = os.lstat(dest)
-            rows.append((path, mode, kind, oid, size, blob, s.st_mtime_ns, s.st_ino))
-        for path in deletes:
-            self._prune_dirs(path)
-        with self.index.transaction():
-            self.index.delete(deletes)
-            self.index.set_base_entries(rows)
-        return len(rows), len(deletes)
-
     def _prune_dirs(self, rel: str) -> None:
         parts = rel.split("/")[:-1]
         while parts:
@@ -1213,142 +1074,6 @@ class Repo(AbstractContextManager["Repo"]):
             except OSError:  # not empty (or gone): stop climbing
                 return
             parts.pop()
-
-    def _checkout_paths(
-        self, rev: str, target: str, paths: Sequence[str], progress: Progress
-    ) -> CheckoutResult:
-        tree = self._commit(target).tree
-        files = {p: (m, b) for p, m, b in trees.walk(self.store, tree)}
-        wanted: dict[str, tuple[int, str]] = {}
-        for p in paths:
-            rel = self.relpath(p)
-            prefix = rel + "/" if rel else ""
-            hits = {k: v for k, v in files.items() if k == rel or k.startswith(prefix)}
-            if not hits:
-                raise BadPath(p, f"did not match any file in {rev}")
-            wanted.update(hits)
-        changes = [trees.Change(p, None, v) for p, v in sorted(wanted.items())]
-        written, _ = self._apply_paths(changes, progress)
-        return CheckoutResult(target, None, written, 0)
-
-    def _apply_paths(self, changes: list[trees.Change], progress: Progress) -> tuple[int, int]:
-        # restored paths become staged relative to the base when they differ from it
-        base = {e.path: e for e in self.index.entries()}
-        written, removed = self._apply(changes, progress)
-        with self.index.transaction():
-            for c in changes:
-                e = base.get(c.path)
-                assert c.new is not None
-                self.index.db.execute(
-                    "UPDATE entries SET base = ?, base_mode = ?, dirty = (blob IS NOT ? OR mode IS NOT ?)"
-                    " WHERE path = ?",
-                    (
-                        e.base if e else None,
-                        e.base_mode if e else None,
-                        e.base if e else None,
-                        e.base_mode if e else None,
-                        c.path,
-                    ),
-                )
-        return written, removed
-
-    # -- rollback and merge -----------------------------------------------------------
-    def rollback(
-        self,
-        rev: str,
-        *,
-        message: str | None = None,
-        author: str | None = None,
-        force: bool = False,
-        progress: Progress = _no_progress,
-    ) -> str:
-        """A new commit on the current branch whose tree is ``rev``'s; work tree to match."""
-        with self.lock():
-            self._sync_base()
-            target = self.resolve(rev)
-            head = self.head_commit()
-            if head is None:
-                raise BadRevision("HEAD", "no commits yet")
-            if self.index.staged() and not force:
-                raise LocalChanges([e.path for e in self.index.staged()])
-            old_tree = self._commit(head).tree
-            new_tree = self._commit(target).tree
-            self._switch_tree(old_tree, new_tree, force=force, progress=progress)
-            msg = message or f"Roll back to {rev} ({target[:12]})"
-            commit_id = self._write_commit(
-                new_tree, [head], msg, author=author, committer=None, timestamp=None
-            )
-            self._move_head(head, commit_id, msg)
-            with self.index.transaction():
-                self.index.set_meta("base_commit", commit_id)
-            return commit_id
-
-    def merge(
-        self,
-        rev: str,
-        *,
-        message: str | None = None,
-        author: str | None = None,
-        progress: Progress = _no_progress,
-    ) -> MergeResult:
-        from dulwich.graph import can_fast_forward, find_merge_base
-
-        with self.lock():
-            self._sync_base()
-            theirs = self.resolve(rev)
-            ours = self.head_commit()
-            if ours == theirs or (ours and can_fast_forward(self.git, _oid(theirs), _oid(ours))):
-                return MergeResult("up-to-date", ours)
-            if self.index.staged():
-                raise LocalChanges([e.path for e in self.index.staged()])
-            ours_tree = self._commit(ours).tree if ours else None
-            theirs_tree = self._commit(theirs).tree
-            if ours is None or can_fast_forward(self.git, _oid(ours), _oid(theirs)):
-                written, removed = self._switch_tree(
-                    ours_tree, theirs_tree, force=False, progress=progress
-                )
-                self._move_head(ours, theirs, f"merge {rev}: fast-forward")
-                with self.index.transaction():
-                    self.index.set_meta("base_commit", theirs)
-                return MergeResult("fast-forward", theirs, written + removed)
-            bases = find_merge_base(self.git, [_oid(ours), _oid(theirs)])
-            base_tree = self._commit(bases[0].decode()).tree if bases else None
-            ours_changes = {c.path: c.new for c in trees.diff(self.store, base_tree, ours_tree)}
-            theirs_changes = {c.path: c.new for c in trees.diff(self.store, base_tree, theirs_tree)}
-            conflicts = [
-                p
-                for p in theirs_changes
-                if p in ours_changes and ours_changes[p] != theirs_changes[p]
-            ]
-            conflicts += _file_dir_conflicts(ours_changes, theirs_changes)
-            if conflicts:
-                raise MergeConflict(sorted(set(conflicts)))
-            apply = [
-                (p, v[0] if v else None, v[1] if v else None)
-                for p, v in sorted(theirs_changes.items())
-                if p not in ours_changes
-            ]
-            new_objects: list[tuple[ShaFile, str | None]] = []
-            merged_tree = trees.update(self.store, ours_tree, apply, new_objects)
-            self._add_git_objects(new_objects)
-            written, removed = self._switch_tree(
-                ours_tree, merged_tree, force=False, progress=progress
-            )
-            branch = self.current_branch() or "HEAD"
-            msg = message or f"Merge {rev} into {branch}"
-            commit_id = self._write_commit(
-                merged_tree,
-                [ours],
-                msg,
-                author=author,
-                committer=None,
-                timestamp=None,
-                extra_parents=[theirs],
-            )
-            self._move_head(ours, commit_id, msg)
-            with self.index.transaction():
-                self.index.set_meta("base_commit", commit_id)
-            return MergeResult("merge", commit_id, written + removed)
 
     # -- integrity (see integrity.py) ---------------------------------------------
     def fsck(self, *, progress: Progress = _no_progress) -> FsckReport:
@@ -1381,32 +1106,6 @@ def _dirs_of(paths: Iterable[str]) -> set[str]:
         for i in range(1, len(parts) + 1):
             out.add("/".join(parts[:i]))
     return out
-
-
-def _file_dir_conflicts(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Paths one side makes a file while the other puts files beneath it."""
-    out: list[str] = []
-    for x, y in ((a, b), (b, a)):
-        dirs = _dirs_of(p for p, v in y.items() if v is not None)
-        out.extend(p for p, v in x.items() if v is not None and p in dirs)
-    return out
-
-
-def _clear_path_for_file(root: str, rel: str) -> None:
-    """Make sure every parent of ``rel`` is a directory (a file there was deleted)."""
-    parts = rel.split("/")[:-1]
-    cur = root
-    for part in parts:
-        cur = os.path.join(cur, part)
-        if os.path.lexists(cur) and not os.path.isdir(cur):
-            os.unlink(cur)
-        if not os.path.exists(cur):
-            os.mkdir(cur)
-    dest = os.path.join(root, *rel.split("/"))
-    if os.path.isdir(dest) and not os.path.islink(dest):
-        import shutil
-
-        shutil.rmtree(dest)
 
 
 def _rehash(

@@ -1,0 +1,368 @@
+"""Switching the work tree between versions: checkout, rollback and merge.
+
+Every switch is a tree diff (equal subtrees skipped), so its cost follows the
+change. Order of work: validate every entry and refuse to overwrite local
+changes, then materialise verified temporary files (in parallel), and only
+then delete and rename in the work tree, then update the index and HEAD.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from dulwich.objects import ShaFile
+
+from . import fsutil, trees
+from .errors import BadPath, BadRevision, CorruptObject, LocalChanges, MergeConflict, MissingMedia
+from .index import Entry
+from .ingest import map_batches, materialise_batch
+from .pointer import looks_like_pointer, parse_pointer
+
+# worktree is imported lazily by Repo's methods, after repo.py is fully loaded
+from .repo import HEAD, CheckoutResult, MergeResult, _dirs_of, _oid, _ref
+
+if TYPE_CHECKING:
+    from .repo import Progress, Repo
+
+
+def checkout(
+    repo: Repo,
+    rev: str,
+    *,
+    force: bool = False,
+    paths: Sequence[str] | None = None,
+    link: bool = False,
+    progress: Progress,
+) -> CheckoutResult:
+    """Make the work tree exactly ``rev`` (only differing paths are touched).
+
+    With ``paths``, restore just those paths from ``rev`` into the work tree
+    and index, leaving HEAD where it is (as ``git checkout REV -- PATH``).
+    With ``link``, files are hardlinks to the read-only media objects."""
+    with repo.lock():
+        repo._sync_base()
+        target = repo.resolve(rev)
+        branch = rev if _ref(f"refs/heads/{rev}") in repo.git.refs else None
+        if paths is not None:
+            return _checkout_paths(repo, rev, target, paths, progress)
+        head = repo.head_commit()
+        old_tree = repo._commit(head).tree if head else None
+        new_tree = repo._commit(target).tree
+        written, removed = _switch_tree(
+            repo, old_tree, new_tree, force=force, link=link, progress=progress
+        )
+        if branch is not None:
+            repo._refs(repo.git.refs.set_symbolic_ref, HEAD, _ref(f"refs/heads/{branch}"))
+        else:
+            repo._refs(repo._detach_head, target)
+        with repo.index.transaction():
+            repo.index.set_meta("base_commit", target)
+        return CheckoutResult(target, branch, written, removed)
+
+
+def _switch_tree(
+    repo: Repo,
+    old_tree: bytes | None,
+    new_tree: bytes | None,
+    *,
+    force: bool,
+    progress: Progress,
+    link: bool = False,
+) -> tuple[int, int]:
+    """Update work tree and index from ``old_tree`` (the index base) to ``new_tree``."""
+    changes = list(trees.diff(repo.store, old_tree, new_tree))
+    if not force:
+        entries = repo.index.get_many([c.path for c in changes])
+        _refuse_overwrite(repo, changes, entries, progress)
+        return _apply(repo, changes, progress, link=link)
+    # --force: local changes anywhere are discarded, so the work tree ends
+    # up byte for byte the target (untracked files are left alone, as git does)
+    touched = {c.path for c in changes}
+    local = set(repo._worktree_changes(progress=progress))
+    staged = {e.path: e for e in repo.index.staged()}
+    local.update(staged)
+    dropped = []
+    for path in sorted(local - touched):
+        want = trees.lookup(repo.store, new_tree, path)
+        if want is not None:
+            changes.append(trees.Change(path, None, want))
+        elif path in staged and staged[path].base is None:
+            dropped.append(path)  # staged but never committed: becomes untracked
+        else:
+            changes.append(trees.Change(path, (0, ""), None))
+    with repo.index.transaction():
+        repo.index.delete(dropped)
+    return _apply(repo, changes, progress, link=link)
+
+
+def _refuse_overwrite(
+    repo: Repo, changes: list[trees.Change], entries: dict[str, Entry], progress: Progress
+) -> None:
+    touched = [c.path for c in changes]
+    conflicts = [p for p in touched if p in entries and entries[p].dirty]
+    local = repo._worktree_changes(progress=progress, only=touched)
+    conflicts.extend(local)
+    for c in changes:
+        if c.path not in entries and c.new is not None and os.path.lexists(repo._abspath(c.path)):
+            conflicts.append(c.path)  # an untracked file would be overwritten
+    if conflicts:
+        raise LocalChanges(sorted(set(conflicts)))
+
+
+def _apply(
+    repo: Repo, changes: list[trees.Change], progress: Progress, *, link: bool = False
+) -> tuple[int, int]:
+    """Materialise changes: verified temps first, then deletions, then renames."""
+    writes = [c for c in changes if c.new is not None]
+    deletes = [c.path for c in changes if c.new is None]
+    plans: list[
+        tuple[str, int, str, str | None, int, str]
+    ] = []  # path, mode, kind, oid, size, blob
+    missing = []
+    for c in writes:
+        assert c.new is not None
+        mode, blob = c.new
+        data = trees.blob_bytes(repo.store, blob)
+        if looks_like_pointer(data):
+            p = parse_pointer(data)
+            if not repo.media.has(p.oid):
+                missing.append((c.path, p.oid))
+            plans.append((c.path, mode, "media", p.oid, p.size, blob))
+        else:
+            plans.append((c.path, mode, "blob", None, len(data), blob))
+    if missing:
+        raise MissingMedia(missing, repo.media.root)
+    os.makedirs(repo.tmp_dir, exist_ok=True)
+    media_items = [(oid, mode) for (_p, mode, _k, oid, _s, _b) in plans if oid is not None]
+    made = map_batches(
+        materialise_batch,
+        media_items,
+        (repo.media.root, repo.tmp_dir),
+        (link,),
+        jobs=None,
+        progress=lambda d, t: progress("checkout", d, t),
+    )
+    media_temps = iter(made)
+    temps: list[str] = []
+    try:
+        media_paths = [path for (path, _m, _k, oid, _s, _b) in plans if oid is not None]
+        gone = [
+            (path, oid)
+            for path, (oid, _m), (_t, err) in zip(media_paths, media_items, made, strict=True)
+            if err == "missing"
+        ]
+        if gone:
+            raise MissingMedia(gone, repo.media.root)
+        for (media_oid, _m), (_t, err) in zip(media_items, made, strict=True):
+            if err is not None:
+                raise CorruptObject(media_oid, err, repo.media.root)
+        for _path, mode, _kind, oid, _size, blob in plans:
+            if oid is not None:
+                made_tmp = next(media_temps)[0]
+                assert made_tmp is not None
+                tmp = made_tmp
+            else:
+                tmp = fsutil.unique_tmp(repo.tmp_dir, "co-")
+                with open(tmp, "wb") as f:
+                    f.write(trees.blob_bytes(repo.store, blob))
+                os.chmod(tmp, 0o755 if mode == 0o100755 else 0o644)
+            temps.append(tmp)
+    except BaseException:
+        for t, _err in made:
+            if t is not None and t not in temps:
+                os.unlink(t)
+        for t in temps:
+            os.unlink(t)
+        raise
+    for path in deletes:
+        try:
+            os.unlink(repo._abspath(path))
+        except FileNotFoundError:  # already gone
+            pass
+        except IsADirectoryError:
+            pass
+    rows = []
+    for (path, mode, kind, oid, size, blob), tmp in zip(plans, temps, strict=True):
+        dest = repo._abspath(path)
+        _clear_path_for_file(repo.root, path)
+        try:
+            # Renaming over an existing file makes ext4 flush the new file's data
+            # first (auto_da_alloc), about a millisecond a file; git also unlinks
+            # before writing. The path is briefly absent, never half-written.
+            os.unlink(dest)
+        except FileNotFoundError:  # a new path
+            pass
+        fsutil.atomic_rename(tmp, dest)
+        s = os.lstat(dest)
+        rows.append((path, mode, kind, oid, size, blob, s.st_mtime_ns, s.st_ino))
+    for path in deletes:
+        repo._prune_dirs(path)
+    with repo.index.transaction():
+        repo.index.delete(deletes)
+        repo.index.set_base_entries(rows)
+    return len(rows), len(deletes)
+
+
+def _checkout_paths(
+    repo: Repo, rev: str, target: str, paths: Sequence[str], progress: Progress
+) -> CheckoutResult:
+    tree = repo._commit(target).tree
+    files = {p: (m, b) for p, m, b in trees.walk(repo.store, tree)}
+    wanted: dict[str, tuple[int, str]] = {}
+    for p in paths:
+        rel = repo.relpath(p)
+        prefix = rel + "/" if rel else ""
+        hits = {k: v for k, v in files.items() if k == rel or k.startswith(prefix)}
+        if not hits:
+            raise BadPath(p, f"did not match any file in {rev}")
+        wanted.update(hits)
+    changes = [trees.Change(p, None, v) for p, v in sorted(wanted.items())]
+    written, _ = _apply_paths(repo, changes, progress)
+    return CheckoutResult(target, None, written, 0)
+
+
+def _apply_paths(repo: Repo, changes: list[trees.Change], progress: Progress) -> tuple[int, int]:
+    # restored paths become staged relative to the base when they differ from it
+    base = {e.path: e for e in repo.index.entries()}
+    written, removed = _apply(repo, changes, progress)
+    with repo.index.transaction():
+        for c in changes:
+            e = base.get(c.path)
+            assert c.new is not None
+            repo.index.db.execute(
+                "UPDATE entries SET base = ?, base_mode = ?, dirty = (blob IS NOT ? OR mode IS NOT ?)"
+                " WHERE path = ?",
+                (
+                    e.base if e else None,
+                    e.base_mode if e else None,
+                    e.base if e else None,
+                    e.base_mode if e else None,
+                    c.path,
+                ),
+            )
+    return written, removed
+
+
+def rollback(
+    repo: Repo,
+    rev: str,
+    *,
+    message: str | None = None,
+    author: str | None = None,
+    force: bool = False,
+    progress: Progress,
+) -> str:
+    """A new commit on the current branch whose tree is ``rev``'s; work tree to match."""
+    with repo.lock():
+        repo._sync_base()
+        target = repo.resolve(rev)
+        head = repo.head_commit()
+        if head is None:
+            raise BadRevision("HEAD", "no commits yet")
+        if repo.index.staged() and not force:
+            raise LocalChanges([e.path for e in repo.index.staged()])
+        old_tree = repo._commit(head).tree
+        new_tree = repo._commit(target).tree
+        _switch_tree(repo, old_tree, new_tree, force=force, progress=progress)
+        msg = message or f"Roll back to {rev} ({target[:12]})"
+        commit_id = repo._write_commit(
+            new_tree, [head], msg, author=author, committer=None, timestamp=None
+        )
+        repo._move_head(head, commit_id, msg)
+        with repo.index.transaction():
+            repo.index.set_meta("base_commit", commit_id)
+        return commit_id
+
+
+def merge(
+    repo: Repo,
+    rev: str,
+    *,
+    message: str | None = None,
+    author: str | None = None,
+    progress: Progress,
+) -> MergeResult:
+    from dulwich.graph import can_fast_forward, find_merge_base
+
+    with repo.lock():
+        repo._sync_base()
+        theirs = repo.resolve(rev)
+        ours = repo.head_commit()
+        if ours == theirs or (ours and can_fast_forward(repo.git, _oid(theirs), _oid(ours))):
+            return MergeResult("up-to-date", ours)
+        if repo.index.staged():
+            raise LocalChanges([e.path for e in repo.index.staged()])
+        ours_tree = repo._commit(ours).tree if ours else None
+        theirs_tree = repo._commit(theirs).tree
+        if ours is None or can_fast_forward(repo.git, _oid(ours), _oid(theirs)):
+            written, removed = _switch_tree(
+                repo, ours_tree, theirs_tree, force=False, progress=progress
+            )
+            repo._move_head(ours, theirs, f"merge {rev}: fast-forward")
+            with repo.index.transaction():
+                repo.index.set_meta("base_commit", theirs)
+            return MergeResult("fast-forward", theirs, written + removed)
+        bases = find_merge_base(repo.git, [_oid(ours), _oid(theirs)])
+        base_tree = repo._commit(bases[0].decode()).tree if bases else None
+        ours_changes = {c.path: c.new for c in trees.diff(repo.store, base_tree, ours_tree)}
+        theirs_changes = {c.path: c.new for c in trees.diff(repo.store, base_tree, theirs_tree)}
+        conflicts = [
+            p for p in theirs_changes if p in ours_changes and ours_changes[p] != theirs_changes[p]
+        ]
+        conflicts += _file_dir_conflicts(ours_changes, theirs_changes)
+        if conflicts:
+            raise MergeConflict(sorted(set(conflicts)))
+        apply = [
+            (p, v[0] if v else None, v[1] if v else None)
+            for p, v in sorted(theirs_changes.items())
+            if p not in ours_changes
+        ]
+        new_objects: list[tuple[ShaFile, str | None]] = []
+        merged_tree = trees.update(repo.store, ours_tree, apply, new_objects)
+        repo._add_git_objects(new_objects)
+        written, removed = _switch_tree(
+            repo, ours_tree, merged_tree, force=False, progress=progress
+        )
+        branch = repo.current_branch() or "HEAD"
+        msg = message or f"Merge {rev} into {branch}"
+        commit_id = repo._write_commit(
+            merged_tree,
+            [ours],
+            msg,
+            author=author,
+            committer=None,
+            timestamp=None,
+            extra_parents=[theirs],
+        )
+        repo._move_head(ours, commit_id, msg)
+        with repo.index.transaction():
+            repo.index.set_meta("base_commit", commit_id)
+        return MergeResult("merge", commit_id, written + removed)
+
+
+def _file_dir_conflicts(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Paths one side makes a file while the other puts files beneath it."""
+    out: list[str] = []
+    for x, y in ((a, b), (b, a)):
+        dirs = _dirs_of(p for p, v in y.items() if v is not None)
+        out.extend(p for p, v in x.items() if v is not None and p in dirs)
+    return out
+
+
+def _clear_path_for_file(root: str, rel: str) -> None:
+    """Make sure every parent of ``rel`` is a directory (a file there was deleted)."""
+    parts = rel.split("/")[:-1]
+    cur = root
+    for part in parts:
+        cur = os.path.join(cur, part)
+        if os.path.lexists(cur) and not os.path.isdir(cur):
+            os.unlink(cur)
+        if not os.path.exists(cur):
+            os.mkdir(cur)
+    dest = os.path.join(root, *rel.split("/"))
+    if os.path.isdir(dest) and not os.path.islink(dest):
+        import shutil
+
+        shutil.rmtree(dest)
