@@ -26,7 +26,7 @@ test: install system-deps
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check pixvcs tests bench
+	$(BIN)/ruff check pixvcs tests $(wildcard bench scripts)
 	$(BIN)/mypy
 
 bench: install system-deps
