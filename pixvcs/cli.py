@@ -525,7 +525,10 @@ def branch(
     with open_repo(ctx) as repo:
         if delete:
             old = repo.delete_branch(delete)
-            click.echo(f"deleted branch {delete} (was {old[:12]})")
+            if as_json:
+                emit_json({"deleted": delete, "commit": old})
+            else:
+                click.echo(f"deleted branch {delete} (was {old[:12]})")
             return
         if name:
             target = repo.create_branch(name, rev, force=force)
@@ -571,8 +574,11 @@ def tag(
     """
     with open_repo(ctx) as repo:
         if name and delete:
-            repo.delete_tag(name)
-            click.echo(f"deleted tag {name}")
+            old = repo.delete_tag(name)
+            if as_json:
+                emit_json({"deleted": name, "commit": old})
+            else:
+                click.echo(f"deleted tag {name}")
             return
         if name:
             target = repo.create_tag(name, rev, message=message, force=force)

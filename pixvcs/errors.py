@@ -15,10 +15,12 @@ turns each into a one-line message and a non-zero exit code::
     ├── UnsafeTreeEntry         a tree entry that could escape the working tree
     ├── MissingMedia            a media object needed for an operation is absent
     ├── CorruptObject           stored bytes do not hash to their name
+    ├── MissingObject           a git object that history needs is absent
     ├── LocalChanges            an operation would overwrite uncommitted work
     ├── MergeConflict           both sides changed the same paths (carries them)
     ├── NothingToCommit         commit with no staged change
-    └── RefConflict             a compare-and-swap ref update lost a race
+    ├── RefConflict             a compare-and-swap ref update lost a race
+    └── UsageError              a request that makes no sense (exit code 2)
 """
 
 from __future__ import annotations
@@ -49,13 +51,12 @@ class RepositoryExists(PixvcsError):
 
 
 class UnsupportedFormat(PixvcsError):
-    """Raised when a repository's format version is newer than this pixvcs reads."""
+    """Raised when a repository's format version (pixvcs's, or git's
+    ``core.repositoryformatversion`` and extensions) is newer than this pixvcs reads."""
 
-    def __init__(self, found: int, supported: int) -> None:
-        super().__init__(
-            f"repository format version {found} is newer than this pixvcs supports "
-            f"({supported}); upgrade pixvcs"
-        )
+    def __init__(self, found: int, supported: int, detail: str | None = None) -> None:
+        what = detail or f"repository format version {found}"
+        super().__init__(f"{what} is newer than this pixvcs supports ({supported}); upgrade pixvcs")
         self.found = found
         self.supported = supported
 
@@ -136,6 +137,14 @@ class CorruptObject(PixvcsError):
         self.expected = expected
         self.got = got
         self.where = where
+
+
+class MissingObject(PixvcsError):
+    """Raised when a git object reachable from a ref is absent (gc then removes nothing)."""
+
+    def __init__(self, object_id: str, why: str) -> None:
+        super().__init__(f"git object {object_id} is missing: {why} (run 'pixvcs fsck')")
+        self.object_id = object_id
 
 
 class LocalChanges(PixvcsError):

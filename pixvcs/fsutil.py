@@ -109,6 +109,11 @@ def _suppress_missing() -> Iterator[None]:
 _held_locks: set[int] = set()
 
 
+def holding_lock() -> bool:
+    """Does this process hold a repository lock right now?"""
+    return bool(_held_locks)
+
+
 def worker_init() -> None:
     """Initializer for forked worker processes.
 

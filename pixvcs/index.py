@@ -105,11 +105,11 @@ class Index:
         for row in self.db.execute(f"SELECT {_COLS} FROM entries ORDER BY path"):
             yield Entry(*row)
 
-    def stat_map(self) -> dict[str, tuple[int, int, int, int]]:
-        """path -> (size, mtime_ns, ino, stamp_ns) of every live entry, as plain tuples
-        (the status hot path: no objects built per row)."""
+    def stat_map(self) -> dict[str, tuple[int, int, int, int, int]]:
+        """path -> (size, mtime_ns, ino, stamp_ns, mode) of every live entry, as plain
+        tuples (the status hot path: no objects built per row)."""
         cur = self.db.execute(
-            "SELECT path, size, mtime_ns, ino, stamp_ns FROM entries WHERE blob IS NOT NULL"
+            "SELECT path, size, mtime_ns, ino, stamp_ns, mode FROM entries WHERE blob IS NOT NULL"
         )
         return {row[0]: row[1:] for row in cur}
 

@@ -27,7 +27,7 @@ from .imageinfo import (
     sniff,
 )
 from .media import MediaStore
-from .pointer import format_pointer
+from .pointer import MAX_POINTER_SIZE, format_pointer, looks_like_pointer
 
 BATCH = 64
 T = TypeVar("T")
@@ -60,9 +60,16 @@ def git_mode(st_mode: int) -> int:
     return 0o100755 if st_mode & stat_mod.S_IXUSR else 0o100644
 
 
-def classify(path: str, data: bytes) -> bool:
-    """True when the file is to be treated as an image (by content or extension)."""
-    return sniff(data[:32]) is not None or has_image_extension(path)
+def classify(path: str, data: bytes) -> str:
+    """How a file is stored: ``"image"`` (by content or extension: validated, media),
+    ``"media"`` (not an image, but its text starts like an LFS pointer, so as an
+    ordinary blob it would be read back as one: stored as media instead, which
+    is what git-lfs's clean filter would do too) or ``"blob"``."""
+    if sniff(data[:32]) is not None or has_image_extension(path):
+        return "image"
+    if looks_like_pointer(data[: MAX_POINTER_SIZE + 1]):
+        return "media"
+    return "blob"
 
 
 def ingest_one(
@@ -78,7 +85,8 @@ def ingest_one(
     with open(abspath, "rb") as f:
         data = f.read()
     mode = git_mode(st.st_mode)
-    if not classify(rel, data):
+    kind = classify(rel, data)
+    if kind == "blob":
         return Ingested(
             rel,
             "blob",
@@ -93,10 +101,11 @@ def ingest_one(
     oid = hashlib.sha256(data).hexdigest()
     info: ImageInfo | None = None
     error: str | None = None
-    try:
-        info = inspect_image(data, max_pixels=max_pixels)
-    except InvalidImage as e:
-        error = str(e)
+    if kind == "image":
+        try:
+            info = inspect_image(data, max_pixels=max_pixels)
+        except InvalidImage as e:
+            error = str(e)
     # invalid images are stored too: add decides whether to stage them, and an
     # unstaged object is only an unreferenced file that gc removes
     if not store.has(oid):
@@ -230,7 +239,7 @@ def materialise_batch(
             out.append((None, got))
             continue
         tmp = os.path.join(tmp_dir, f"co-{os.getpid()}-{oid[:16]}-{len(out)}-{os.urandom(4).hex()}")
-        if link:
+        if link and mode != 0o100755:  # an executable file cannot share a 0444 inode
             os.link(store.path(oid), tmp)
         else:
             with open(tmp, "wb") as f:

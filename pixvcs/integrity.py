@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from dulwich.objects import Blob, Commit, Tag, Tree
 
 from . import trees
-from .errors import UnsafeTreeEntry
+from .errors import MissingObject, UnsafeTreeEntry
 from .pointer import looks_like_pointer, parse_pointer
 
 if TYPE_CHECKING:
@@ -237,8 +237,20 @@ def _fsck_tree(
 
 
 def gc(repo: Repo, *, progress: Progress) -> GcReport:
-    """Remove media objects no ref and no index entry reaches; pack loose git objects."""
-    report = GcReport()
+    """Remove media objects no ref and no index entry reaches; pack loose git objects.
+
+    If any object reachable from a ref is missing, the set of reachable media
+    cannot be known: gc raises MissingObject and removes nothing."""
+    try:
+        keep = _reachable_media(repo)
+    except KeyError as e:
+        missing = e.args[0] if e.args else b"?"
+        name = missing.decode() if isinstance(missing, bytes) else str(missing)
+        raise MissingObject(name, "gc needs all of history to know what is unreachable") from None
+    return _sweep(repo, keep, progress)
+
+
+def _reachable_media(repo: Repo) -> set[str]:
     keep: set[str] = set()
     seen_trees: set[bytes] = set()
     stack = []
@@ -253,12 +265,19 @@ def gc(repo: Repo, *, progress: Progress) -> GcReport:
         if cid in seen:
             continue
         seen.add(cid)
-        c = repo._commit(cid.decode())
+        c = repo.store[cid]
+        if not isinstance(c, Commit):
+            raise KeyError(cid)
         stack.extend(c.parents)
         _collect_oids(repo, c.tree, seen_trees, keep)
     for e in repo.index.entries():
         if e.oid:
             keep.add(e.oid)
+    return keep
+
+
+def _sweep(repo: Repo, keep: set[str], progress: Progress) -> GcReport:
+    report = GcReport()
     removed = []
     for oid in list(repo.media):
         if oid in keep:

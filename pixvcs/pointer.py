@@ -58,7 +58,7 @@ def parse_pointer(data: bytes) -> Pointer:
         key, sep, value = line.partition(" ")
         if not sep or not _KEY_RE.fullmatch(key):
             raise InvalidPointer(f"bad line {line!r}")
-        if key in fields:
+        if key in fields or key == "version":
             raise InvalidPointer(f"duplicate key {key!r}")
         if key <= previous:
             raise InvalidPointer(f"keys out of order at {key!r}")

@@ -209,7 +209,16 @@ class Repo(AbstractContextManager["Repo"]):
         self.git_dir = self.root if bare else os.path.join(self.root, GIT_DIR)
         if not os.path.isdir(os.path.join(self.git_dir, "objects")):
             raise NotARepository(self.root)
-        self.git = GitRepo(self.git_dir, bare=True)
+        from dulwich.repo import UnsupportedExtension, UnsupportedVersion
+
+        try:
+            self.git = GitRepo(self.git_dir, bare=True)
+        except UnsupportedVersion as e:
+            raise UnsupportedFormat(
+                e.version, 1, f"git core.repositoryformatversion {e.version}"
+            ) from None
+        except UnsupportedExtension as e:
+            raise UnsupportedFormat(-1, FORMAT_VERSION, f"git extension {e.extension!r}") from None
         self._check_format()
         self.state_dir = os.path.join(self.git_dir, "pixvcs")
         self.tmp_dir = os.path.join(self.state_dir, "tmp")
@@ -504,13 +513,7 @@ class Repo(AbstractContextManager["Repo"]):
                 raise BadPath(p, "did not match any files")
             for rel_f, st in files:
                 c = tracked.get(rel_f)
-                if (
-                    c is not None
-                    and c[0] == st.st_size
-                    and c[1] == st.st_mtime_ns
-                    and c[2] == st.st_ino
-                    and c[3] - c[1] >= RACY_NS
-                ):
+                if c is not None and _stat_matches(c, st):
                     result.unchanged += 1
                     continue
                 todo.append((rel_f, self._abspath(rel_f)))
@@ -549,7 +552,9 @@ class Repo(AbstractContextManager["Repo"]):
         result.invalid = [(p, e or "") for p, e in invalid]
         if items:
             self.media.sync()  # the renames of new media objects, before the index names them
-        self.catalog.record((i.oid, i.size, i.info, i.error) for i in items if i.oid is not None)
+        self.catalog.record(
+            (i.oid, i.size, i.info, i.error) for i in items if i.oid and (i.info or i.error)
+        )
         with index.transaction():
             index.stage(rows)
             index.refresh_stat(refresh)
@@ -597,13 +602,50 @@ class Repo(AbstractContextManager["Repo"]):
         base = self.index.get_meta("base_commit")
         if head == base or (head is None and base is None):
             return
-        flat = (
-            {}
-            if head is None
-            else {p: (m, b) for p, m, b in trees.walk(self.store, self._commit(head).tree)}
-        )
+        head_tree = None if head is None else bytes(self._commit(head).tree)
+        flat = {p: (m, b) for p, m, b in trees.walk(self.store, head_tree)}
+        interrupted = self.index.get_meta("switch_to") if base == "" else None
         with self.index.transaction():
             self.index.rebase(flat, head or "")
+            if interrupted:
+                self.index.stage(self._adopt_switched(head_tree, interrupted.encode()))
+            self.index.set_meta("switch_to", "")
+
+    def _adopt_switched(
+        self, head_tree: bytes | None, target_tree: bytes
+    ) -> list[tuple[str, int, str, str | None, int, str, int, int]]:
+        """After a checkout that died half-way: the files it already wrote (those whose
+        bytes are exactly the target's) become staged changes, not untracked strays,
+        so ``status`` shows the half-done switch and ``checkout --force`` finishes or
+        undoes it. O(size of the interrupted change)."""
+        import hashlib
+
+        rows: list[tuple[str, int, str, str | None, int, str, int, int]] = []
+        for c in trees.diff(self.store, head_tree, target_tree):
+            if c.new is None:
+                continue
+            full = self._abspath(c.path)
+            try:
+                st = os.lstat(full)
+                if not stat_mod.S_ISREG(st.st_mode):
+                    continue
+                with open(full, "rb") as f:
+                    data = f.read()
+            except (FileNotFoundError, NotADirectoryError):  # not written before the crash
+                continue
+            mode, blob = c.new
+            raw = trees.blob_bytes(self.store, blob)
+            if looks_like_pointer(raw):
+                p = parse_pointer(raw)
+                if hashlib.sha256(data).hexdigest() == p.oid:
+                    rows.append(
+                        (c.path, mode, "media", p.oid, p.size, blob, st.st_mtime_ns, st.st_ino)
+                    )
+            elif git_blob_id(data) == blob:
+                rows.append(
+                    (c.path, mode, "blob", None, len(data), blob, st.st_mtime_ns, st.st_ino)
+                )
+        return rows
 
     def status(self, *, progress: Progress = _no_progress) -> Status:
         if self.bare:
@@ -645,6 +687,7 @@ class Repo(AbstractContextManager["Repo"]):
         each file costs one ``lstat`` and a tuple comparison."""
         suspects: list[str] = []
         gone: list[str] = []
+        stats: dict[str, tuple[int, int, int, int, int]]
         if only is None:
             stats = self.index.stat_map()
             ignore = self._ignore()
@@ -657,19 +700,14 @@ class Repo(AbstractContextManager["Repo"]):
                         untracked.append(rel)
                     continue
                 seen.add(rel)
-                if (
-                    c[0] != s.st_size
-                    or c[1] != s.st_mtime_ns
-                    or c[2] != s.st_ino
-                    or c[3] - c[1] < RACY_NS
-                ):
+                if not _stat_matches(c, s):
                     suspects.append(rel)
             if len(seen) != len(stats):
                 gone = [p for p in stats if p not in seen]
         else:
             wanted = list(only)
             stats = {
-                p: (e.size, e.mtime_ns, e.ino, e.stamp_ns)
+                p: (e.size, e.mtime_ns, e.ino, e.stamp_ns, e.mode)
                 for p, e in self.index.get_many(wanted).items()
                 if e.blob is not None
             }
@@ -682,13 +720,7 @@ class Repo(AbstractContextManager["Repo"]):
                 except (FileNotFoundError, NotADirectoryError):
                     gone.append(rel)
                     continue
-                if (
-                    not stat_mod.S_ISREG(s.st_mode)
-                    or c[0] != s.st_size
-                    or c[1] != s.st_mtime_ns
-                    or c[2] != s.st_ino
-                    or c[3] - c[1] < RACY_NS
-                ):
+                if not stat_mod.S_ISREG(s.st_mode) or not _stat_matches(c, s):
                     suspects.append(rel)
         out: dict[str, Ingested | None] = dict.fromkeys(gone)
         if suspects:
@@ -921,11 +953,14 @@ class Repo(AbstractContextManager["Repo"]):
             raise UsageError(f"tag {name!r} already exists")
         return target
 
-    def delete_tag(self, name: str) -> None:
+    def delete_tag(self, name: str) -> str:
+        """Delete a tag; returns the commit it pointed at."""
         ref = _ref(f"refs/tags/{name}")
         if ref not in self.git.refs:
             raise BadRevision(name, "no such tag")
+        target = self._peel(self.git.refs[ref], name).id.decode()
         self._refs(self.git.refs.remove_if_equals, ref, None)
+        return target
 
     # -- listing -------------------------------------------------------------------
     def ls(self, rev: str | None = None) -> list[FileEntry]:
@@ -1043,6 +1078,9 @@ class Repo(AbstractContextManager["Repo"]):
         """
         from dulwich.file import FileLocked
 
+        if not fsutil.holding_lock():
+            with self.lock():
+                return self._refs(fn, *args, **kwargs)
         for _attempt in range(20):
             try:
                 return fn(*args, **kwargs)
@@ -1136,6 +1174,19 @@ def _rehash(
         out[rel] = (item, item.blob == e.blob and mode == e.mode)
         progress("status", n, len(suspects))
     return out
+
+
+def _stat_matches(cached: tuple[int, int, int, int, int], st: os.stat_result) -> bool:
+    """Does a file's stat equal the index's stat cache ``(size, mtime_ns, ino,
+    stamp_ns, git mode)``, outside the racy window? Then its content is unchanged."""
+    size, mtime_ns, ino, stamp_ns, mode = cached
+    return (
+        st.st_size == size
+        and st.st_mtime_ns == mtime_ns
+        and st.st_ino == ino
+        and stamp_ns - mtime_ns >= RACY_NS
+        and bool(st.st_mode & stat_mod.S_IXUSR) == (mode == 0o100755)
+    )
 
 
 def _check_ref_name(name: str) -> None:

@@ -76,25 +76,21 @@ def _switch_tree(
     if not force:
         entries = repo.index.get_many([c.path for c in changes])
         _refuse_overwrite(repo, changes, entries, progress)
-        return _apply(repo, changes, progress, link=link)
-    # --force: local changes anywhere are discarded, so the work tree ends
-    # up byte for byte the target (untracked files are left alone, as git does)
+        return _apply(repo, changes, progress, link=link, target_tree=new_tree)
+    # --force: local changes anywhere are discarded, so the work tree ends up
+    # byte for byte the target. As with git checkout -f, tracked files the target
+    # lacks go, staged-but-never-committed ones included (their bytes stay in the
+    # stores until gc); untracked files are left alone.
     touched = {c.path for c in changes}
     local = set(repo._worktree_changes(progress=progress))
-    staged = {e.path: e for e in repo.index.staged()}
-    local.update(staged)
-    dropped = []
+    local.update(e.path for e in repo.index.staged())
     for path in sorted(local - touched):
         want = trees.lookup(repo.store, new_tree, path)
         if want is not None:
             changes.append(trees.Change(path, None, want))
-        elif path in staged and staged[path].base is None:
-            dropped.append(path)  # staged but never committed: becomes untracked
         else:
             changes.append(trees.Change(path, (0, ""), None))
-    with repo.index.transaction():
-        repo.index.delete(dropped)
-    return _apply(repo, changes, progress, link=link)
+    return _apply(repo, changes, progress, link=link, target_tree=new_tree)
 
 
 def _refuse_overwrite(
@@ -104,17 +100,42 @@ def _refuse_overwrite(
     conflicts = [p for p in touched if p in entries and entries[p].dirty]
     local = repo._worktree_changes(progress=progress, only=touched)
     conflicts.extend(local)
+    leaving = {c.path for c in changes if c.new is None}
     for c in changes:
-        if c.path not in entries and c.new is not None and os.path.lexists(repo._abspath(c.path)):
+        if c.new is None:
+            continue
+        dest = repo._abspath(c.path)
+        if c.path not in entries and os.path.lexists(dest) and not os.path.isdir(dest):
             conflicts.append(c.path)  # an untracked file would be overwritten
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            # a directory where the file goes: only files this change removes may be in it
+            for dirpath, _dirs, files in os.walk(dest):
+                for name in files:
+                    rel = repo.relpath(os.path.join(dirpath, name))
+                    if rel not in leaving:
+                        conflicts.append(rel)
+        parts = c.path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            parent = "/".join(parts[:i])
+            full = repo._abspath(parent)
+            if os.path.lexists(full) and not os.path.isdir(full) and parent not in leaving:
+                conflicts.append(parent)  # a file where a directory must go
     if conflicts:
         raise LocalChanges(sorted(set(conflicts)))
 
 
 def _apply(
-    repo: Repo, changes: list[trees.Change], progress: Progress, *, link: bool = False
+    repo: Repo,
+    changes: list[trees.Change],
+    progress: Progress,
+    *,
+    link: bool = False,
+    target_tree: bytes | None = None,
 ) -> tuple[int, int]:
-    """Materialise changes: verified temps first, then deletions, then renames."""
+    """Materialise changes: verified temps first, then deletions, then renames.
+
+    ``target_tree`` is the version being switched to, recorded so that a crash
+    part-way can be recovered from (see Repo._sync_base)."""
     writes = [c for c in changes if c.new is not None]
     deletes = [c.path for c in changes if c.new is None]
     plans: list[
@@ -176,6 +197,12 @@ def _apply(
         for t in temps:
             os.unlink(t)
         raise
+    # From here on the work tree changes. Until the caller records the new base
+    # (after moving HEAD), the index says "no known base": a crash in between
+    # makes the next command re-derive the index's base from HEAD.
+    with repo.index.transaction():
+        repo.index.set_meta("base_commit", "")
+        repo.index.set_meta("switch_to", target_tree.decode() if target_tree else "")
     for path in deletes:
         try:
             os.unlink(repo._abspath(path))
@@ -225,9 +252,11 @@ def _checkout_paths(
 
 def _apply_paths(repo: Repo, changes: list[trees.Change], progress: Progress) -> tuple[int, int]:
     # restored paths become staged relative to the base when they differ from it
-    base = {e.path: e for e in repo.index.entries()}
+    base = repo.index.get_many([c.path for c in changes])
+    head = repo.head_commit()
     written, removed = _apply(repo, changes, progress)
     with repo.index.transaction():
+        repo.index.set_meta("base_commit", head or "")
         for c in changes:
             e = base.get(c.path)
             assert c.new is not None

@@ -62,3 +62,9 @@ def test_malformed_pointers_name_the_problem(data: bytes, why: str) -> None:
 def test_looks_like_pointer() -> None:
     assert looks_like_pointer(format_pointer(OID, 1))
     assert not looks_like_pointer(b"\xff\xd8\xff\xe0 a jpeg")
+
+
+def test_a_second_version_line_is_rejected() -> None:
+    data = format_pointer(OID, 3) + b"version https://git-lfs.github.com/spec/v1\n"
+    with pytest.raises(InvalidPointer, match="duplicate"):
+        parse_pointer(data)

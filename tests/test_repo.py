@@ -475,3 +475,131 @@ def test_fsck_reports_a_pointer_whose_size_lies(repo: Repo) -> None:
     problems = repo.fsck().problems
     assert [p["kind"] for p in problems] == ["pointer-size-mismatch"]
     assert problems[0]["oid"] == oid
+
+
+def test_text_that_starts_like_a_pointer_is_stored_as_media(repo: Repo) -> None:
+    text = b"version https://git-lfs.github.com/spec/v1\nthis is just a note\n"
+    Path(repo.root, "note.txt").write_bytes(text)
+    repo.add([repo.root])
+    v1 = repo.commit("v1", author=AUTHOR)
+    entry = next(e for e in repo.ls() if e.path == "note.txt")
+    assert entry.kind == "media" and entry.oid == hashlib.sha256(text).hexdigest()
+    os.unlink(os.path.join(repo.root, "note.txt"))
+    repo.checkout(v1, force=True)
+    assert Path(repo.root, "note.txt").read_bytes() == text
+    assert repo.fsck().ok and repo.status().clean
+
+
+def test_checkout_never_deletes_an_untracked_file_in_the_way(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 1})
+    v1 = _commit_all(repo, "v1")
+    write_image(os.path.join(repo.root, "b", "x.jpg"), 8)
+    _commit_all(repo, "v2")
+    repo.checkout(v1)
+    Path(repo.root, "b").write_bytes(b"my precious notes")  # a file where dir b/ must go
+    with pytest.raises(LocalChanges) as err:
+        repo.checkout("main")
+    assert err.value.paths == ["b"]
+    assert Path(repo.root, "b").read_bytes() == b"my precious notes"
+
+
+def test_checkout_never_deletes_untracked_files_in_a_directory_in_the_way(repo: Repo) -> None:
+    Path(repo.root, "x").write_bytes(b"file")
+    v1 = _commit_all(repo, "v1")
+    repo.rm([os.path.join(repo.root, "x")])
+    write_image(os.path.join(repo.root, "x", "y.jpg"), 1)
+    _commit_all(repo, "v2")
+    Path(repo.root, "x", "mine.txt").write_bytes(b"untracked")
+    with pytest.raises(LocalChanges) as err:
+        repo.checkout(v1)
+    assert "x/mine.txt" in err.value.paths
+    assert Path(repo.root, "x", "mine.txt").read_bytes() == b"untracked"
+
+
+def test_executable_bit_change_is_seen(repo: Repo) -> None:
+    p = Path(repo.root, "run.sh")
+    p.write_bytes(b"#!/bin/sh\n")
+    _commit_all(repo, "v1")
+    os.chmod(p, 0o755)
+    assert repo.status().modified == ["run.sh"]
+    repo.add([str(p)])
+    repo.commit("exec", author=AUTHOR)
+    assert next(e for e in repo.ls() if e.path == "run.sh").mode == 0o100755
+
+
+def test_unknown_git_format_is_refused_cleanly(repo: Repo) -> None:
+    from pixvcs import UnsupportedFormat
+
+    cfg = Path(repo.git_dir, "config")
+    cfg.write_text(cfg.read_text().replace("repositoryformatversion = 0", "repositoryformatversion = 7"))
+    with pytest.raises(UnsupportedFormat, match="repositoryformatversion 7"):
+        Repo.open(repo.root)
+
+
+def test_gc_removes_nothing_when_history_is_incomplete(repo: Repo) -> None:
+    from pixvcs import MissingObject
+
+    data = make_dataset(repo.root, {"a": 1})
+    _commit_all(repo, "v1")
+    Path(repo.git_dir, "refs", "heads", "broken").write_text("1" * 40 + "\n")
+    with pytest.raises(MissingObject):
+        repo.gc()
+    assert repo.media.has(hashlib.sha256(data["a/0000.jpg"]).hexdigest())
+
+
+def test_link_checkout_of_an_executable_copies_it(repo: Repo) -> None:
+    p = Path(repo.root, "tool.png")
+    write_image(str(p), 3, "PNG")
+    os.chmod(p, 0o755)
+    v1 = _commit_all(repo, "v1")
+    os.unlink(p)
+    repo.checkout(v1, force=True, link=True)
+    assert os.stat(p).st_mode & 0o111 and os.stat(p).st_nlink == 1
+    assert repo.status().clean
+
+
+def test_interrupted_switch_is_rederived_from_head(repo: Repo) -> None:
+    make_dataset(repo.root, {"a": 2})
+    v1 = _commit_all(repo, "v1")
+    write_image(os.path.join(repo.root, "a", "0000.jpg"), 99)
+    _commit_all(repo, "v2")
+    # simulate a crash after the work tree and index changed, before HEAD moved
+    from pixvcs import trees, worktree
+
+    changes = list(trees.diff(repo.store, repo.tree_of("main"), repo.tree_of(v1)))
+    with repo.lock():
+        worktree._apply(repo, changes, lambda *a: None)
+    st = repo.status()
+    assert repo.current_branch() == "main"
+    assert st.staged_modified == ["a/0000.jpg"], "the half-done switch shows as a change"
+    repo.checkout("main", force=True)
+    assert repo.status().clean
+
+
+def test_checkout_killed_half_way_leaves_no_strays(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pixvcs import fsutil
+
+    make_dataset(repo.root, {"a": 6})
+    v1 = _commit_all(repo, "v1")
+    for name in os.listdir(os.path.join(repo.root, "a")):
+        os.unlink(os.path.join(repo.root, "a", name))
+    make_dataset(repo.root, {"b": 6}, seed=2)
+    _commit_all(repo, "v2")
+    snap_main = snapshot(repo.root)
+    real_rename, calls = fsutil.atomic_rename, []
+
+    def dies_on_the_fourth(tmp: str, dest: str, *, readonly: bool = False) -> None:
+        calls.append(dest)
+        if len(calls) == 4:
+            raise KeyboardInterrupt("killed")  # stands in for SIGKILL mid-checkout
+        real_rename(tmp, dest, readonly=readonly)
+
+    monkeypatch.setattr(fsutil, "atomic_rename", dies_on_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        repo.checkout(v1)
+    monkeypatch.setattr(fsutil, "atomic_rename", real_rename)
+    with Repo.open(repo.root) as again:
+        st = again.status()
+        assert len(st.staged_added) == 3 and st.untracked == []  # the 3 files it wrote
+        again.checkout("main", force=True)
+        assert snapshot(again.root) == snap_main and again.status().clean
