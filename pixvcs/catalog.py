@@ -56,6 +56,13 @@ class Catalog:
             )
             self.db.table("meta").create({"key": str, "value": str}, pk="key")
             self._write_meta()
+            return
+        meta = self.meta()
+        if (
+            meta.get("phash_recipe") != PHASH_RECIPE
+            or meta.get("catalog_version") != str(CATALOG_VERSION)
+        ):
+            self.clear()  # never mix hashes of two recipes: rebuild recomputes them
 
     def _write_meta(self) -> None:
         self.db.table("meta").upsert_all(

@@ -120,12 +120,12 @@ An object:
     "branch": """\
 Listing: a list of `{"name", "commit", "current"}` (`current` is true for the
 branch HEAD points at), sorted by name. Creating: `{"name", "commit"}`.
-Deleting prints plain text even with `--json`.
+Deleting: `{"deleted", "commit"}` (the commit the branch pointed at).
 """,
     "tag": """\
 Listing: a list of `{"name", "commit"}` sorted by name, where `commit` is the
 tagged commit (annotated tags are peeled). Creating: `{"name", "commit"}`.
-Deleting prints plain text even with `--json`.
+Deleting: `{"deleted", "commit"}` (the commit the tag pointed at).
 """,
     "merge": """\
 An object:

@@ -603,3 +603,16 @@ def test_checkout_killed_half_way_leaves_no_strays(repo: Repo, monkeypatch: pyte
         assert len(st.staged_added) == 3 and st.untracked == []  # the 3 files it wrote
         again.checkout("main", force=True)
         assert snapshot(again.root) == snap_main and again.status().clean
+
+
+def test_catalog_from_another_phash_recipe_is_not_mixed(repo: Repo) -> None:
+    data = make_dataset(repo.root, {"a": 1})
+    _commit_all(repo, "v1")
+    oid = hashlib.sha256(data["a/0000.jpg"]).hexdigest()
+    repo.catalog.db.execute("UPDATE meta SET value = 'phash-v0' WHERE key = 'phash_recipe'")
+    repo.catalog.db.conn.commit()
+    repo.catalog.close()
+    repo._catalog = None
+    assert repo.catalog.get(oid) is None
+    repo.rebuild_catalog()
+    assert repo.catalog.get(oid) is not None
