@@ -16,6 +16,8 @@ from typing import Any
 from dulwich.objects import ShaFile
 from dulwich.pack import write_pack
 
+from . import fsutil
+
 #: Fewer objects than this are written loose (a pack per tiny commit helps nobody).
 MIN_PACK = 64
 
@@ -27,6 +29,10 @@ def add_objects(store: Any, objects: Sequence[tuple[ShaFile, str | None]]) -> No
     if len(objects) < MIN_PACK or not hasattr(store, "pack_dir"):
         for obj, _path in objects:
             store.add_object(obj)
+        if hasattr(store, "path"):
+            # dulwich fsyncs loose objects only under core.fsyncObjectFiles, which
+            # stock git now warns about: one syncfs makes them durable instead
+            fsutil.sync_filesystem(os.fspath(store.path))
         return
     unique = list({obj.id: obj for obj, _path in objects}.values())
     pack_dir = store.pack_dir

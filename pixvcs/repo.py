@@ -237,7 +237,6 @@ class Repo(AbstractContextManager["Repo"]):
         git = GitRepo.init_bare(git_dir, default_branch=branch.encode())
         config = git.get_config()
         config.set(("core",), "bare", bare)
-        config.set(("core",), "fsyncObjectFiles", True)  # loose objects durable before refs
         config.set(("pixvcs",), "formatversion", str(FORMAT_VERSION).encode())
         config.set(("lfs",), "repositoryformatversion", b"0")
         config.write_to_path()
