@@ -58,9 +58,8 @@ class Catalog:
             self._write_meta()
             return
         meta = self.meta()
-        if (
-            meta.get("phash_recipe") != PHASH_RECIPE
-            or meta.get("catalog_version") != str(CATALOG_VERSION)
+        if meta.get("phash_recipe") != PHASH_RECIPE or meta.get("catalog_version") != str(
+            CATALOG_VERSION
         ):
             self.clear()  # never mix hashes of two recipes: rebuild recomputes them
 

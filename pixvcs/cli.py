@@ -699,6 +699,195 @@ def gc(ctx: click.Context, as_json: bool) -> None:
     )
 
 
+@main.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+@handle_errors
+def remote(ctx: click.Context, as_json: bool) -> None:
+    """Manage remotes: where versions are pushed to and fetched from.
+
+    With no subcommand, list them.
+
+    \b
+    Example:
+      pixvcs remote add origin /shared/datasets/animals.git
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    with open_repo(ctx) as repo:
+        found = repo.remotes()
+    if as_json:
+        emit_json([{"name": n, "url": u} for n, u in found.items()])
+        return
+    for name, url in found.items():
+        click.echo(f"{name}\t{url}")
+
+
+@remote.command(name="add")
+@click.argument("name")
+@click.argument("url")
+@click.pass_context
+@handle_errors
+def remote_add(ctx: click.Context, name: str, url: str) -> None:
+    """Add a remote NAME at URL (a directory, or file:// URL, of a repository)."""
+    with open_repo(ctx) as repo:
+        if "://" not in url and not os.path.isabs(url):
+            url = os.path.relpath(user_path(ctx, url), repo.root)
+        repo.add_remote(name, url)
+    click.echo(f"remote {name} -> {url}")
+
+
+@remote.command(name="remove")
+@click.argument("name")
+@click.pass_context
+@handle_errors
+def remote_remove(ctx: click.Context, name: str) -> None:
+    """Remove the remote NAME and its remote-tracking branches."""
+    with open_repo(ctx) as repo:
+        repo.remove_remote(name)
+    click.echo(f"removed remote {name}")
+
+
+@remote.command(name="list")
+@json_option
+@click.pass_context
+@handle_errors
+def remote_list(ctx: click.Context, as_json: bool) -> None:
+    """List remotes with their URLs."""
+    with open_repo(ctx) as repo:
+        found = repo.remotes()
+    if as_json:
+        emit_json([{"name": n, "url": u} for n, u in found.items()])
+        return
+    for name, url in found.items():
+        click.echo(f"{name}\t{url}")
+
+
+@main.command()
+@click.argument("remote_name", metavar="[REMOTE]", required=False, default="origin")
+@click.argument("branches", nargs=-1)
+@click.option("--tags", is_flag=True, help="Push all tags too.")
+@click.option("-f", "--force", is_flag=True, help="Allow a non-fast-forward update.")
+@json_option
+@click.pass_context
+@handle_errors
+def push(
+    ctx: click.Context,
+    remote_name: str,
+    branches: tuple[str, ...],
+    tags: bool,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Send versions to REMOTE (default origin): images first, then history,
+    then the branch by compare-and-swap. Only what the remote lacks moves.
+
+    \b
+    Example:
+      pixvcs push origin main --tags
+    """
+    with open_repo(ctx) as repo:
+        result = repo.push(
+            remote_name, branches, tags=tags, force=force, progress=progress_for(as_json)
+        )
+    if as_json:
+        emit_json(result.to_json())
+        return
+    for ref, change in result.updated.items():
+        old = (change["old"] or "(new)")[:12]
+        click.echo(f"{ref}: {old} -> {(change['new'] or '')[:12]}")
+    for ref in result.up_to_date:
+        click.echo(f"{ref}: up to date")
+    click.echo(f"sent {result.media_sent} media object(s) to {remote_name}")
+
+
+@main.command()
+@click.argument("remote_name", metavar="[REMOTE]", required=False, default="origin")
+@click.option(
+    "--all-media",
+    is_flag=True,
+    help="Also download the images of every fetched version (default: on demand).",
+)
+@json_option
+@click.pass_context
+@handle_errors
+def fetch(ctx: click.Context, remote_name: str, all_media: bool, as_json: bool) -> None:
+    """Get history from REMOTE into refs/remotes/REMOTE/*; images come when needed.
+
+    \b
+    Example:
+      pixvcs fetch origin --all-media
+    """
+    with open_repo(ctx) as repo:
+        result = repo.fetch(remote_name, all_media=all_media, progress=progress_for(as_json))
+    if as_json:
+        emit_json(result.to_json())
+        return
+    for ref, change in result.updated.items():
+        click.echo(f"{ref}: {(change['old'] or '(new)')[:12]} -> {(change['new'] or '')[:12]}")
+    if all_media:
+        click.echo(f"fetched {result.media_fetched} media object(s)")
+
+
+@main.command()
+@click.argument("remote_name", metavar="[REMOTE]", required=False)
+@click.argument("branch", required=False)
+@json_option
+@click.pass_context
+@handle_errors
+def pull(ctx: click.Context, remote_name: str | None, branch: str | None, as_json: bool) -> None:
+    """Fetch, then merge REMOTE's BRANCH (default: the current branch's upstream).
+
+    \b
+    Example:
+      pixvcs pull origin main
+    """
+    with open_repo(ctx) as repo:
+        result = repo.pull(remote_name, branch, progress=progress_for(as_json))
+    if as_json:
+        emit_json({"result": result.kind, "commit": result.commit, "changed": result.changed})
+        return
+    if result.kind == "up-to-date":
+        click.echo("already up to date")
+    else:
+        click.echo(f"{result.kind}: now at {(result.commit or '')[:12]}")
+
+
+@main.command()
+@click.argument("url")
+@click.argument("directory", required=False)
+@click.option("--rev", default=None, help="Check out this branch, tag or commit.")
+@json_option
+@click.pass_context
+@handle_errors
+def clone(
+    ctx: click.Context, url: str, directory: str | None, rev: str | None, as_json: bool
+) -> None:
+    """Copy a repository: all history, and the images of the checked-out version
+    only (other versions' images are fetched when needed).
+
+    \b
+    Example:
+      pixvcs clone /shared/datasets/animals.git animals
+    """
+    from .repo import Repo
+
+    if "://" not in url:
+        url = user_path(ctx, url)
+    name = directory or os.path.basename(url.rstrip("/")).removesuffix(".git") or "dataset"
+    dest = user_path(ctx, name)
+    repo = Repo.clone(url, dest, rev=rev, progress=progress_for(as_json))
+    try:
+        head, branch = repo.head_commit(), repo.current_branch()
+        media = sum(1 for _ in repo.media)
+    finally:
+        repo.close()
+    if as_json:
+        emit_json({"path": dest, "commit": head, "branch": branch, "media": media})
+        return
+    click.echo(f"cloned into {dest}: {branch or (head or '')[:12]}, {media} media object(s)")
+
+
 @main.group()
 def catalog() -> None:
     """The image catalog (derived data: dimensions, format, perceptual hash)."""

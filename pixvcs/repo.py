@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tag, Tree
 from dulwich.refs import Ref
@@ -46,6 +46,9 @@ from .imageinfo import IMAGE_EXTENSIONS, MAX_PIXELS
 from .index import RACY_NS, Entry, Index
 from .ingest import Ingested, git_blob_id, ingest_files
 from .integrity import FsckReport, GcReport
+
+if TYPE_CHECKING:
+    from .transfer import FetchResult, PushResult
 from .media import MediaStore
 from .pointer import format_pointer, looks_like_pointer, parse_pointer
 
@@ -228,7 +231,14 @@ class Repo(AbstractContextManager["Repo"]):
 
     # -- lifecycle -------------------------------------------------------------
     @classmethod
-    def init(cls, path: str, *, bare: bool = False, branch: str = DEFAULT_BRANCH) -> Repo:
+    def init(
+        cls,
+        path: str,
+        *,
+        bare: bool = False,
+        branch: str = DEFAULT_BRANCH,
+        with_gitattributes: bool = True,
+    ) -> Repo:
         root = os.path.abspath(path)
         git_dir = root if bare else os.path.join(root, GIT_DIR)
         if os.path.exists(os.path.join(git_dir, "objects")):
@@ -244,7 +254,7 @@ class Repo(AbstractContextManager["Repo"]):
         MediaStore.create(os.path.join(git_dir, "lfs"))
         os.makedirs(os.path.join(git_dir, "pixvcs", "tmp"), exist_ok=True)
         repo = cls(root, bare=bare)
-        if not bare:
+        if not bare and with_gitattributes:
             attrs = os.path.join(root, ".gitattributes")
             if not os.path.exists(attrs):
                 fsutil.atomic_write(attrs, GITATTRIBUTES, repo.tmp_dir)
@@ -1112,6 +1122,85 @@ class Repo(AbstractContextManager["Repo"]):
             except OSError:  # not empty (or gone): stop climbing
                 return
             parts.pop()
+
+    # -- remotes (see remote.py, transfer.py) -----------------------------------------
+    def remotes(self) -> dict[str, str]:
+        """Configured remotes: name -> URL."""
+        from .remote import remotes
+
+        return remotes(self)
+
+    def add_remote(self, name: str, url: str) -> None:
+        from .remote import add_remote
+
+        with self.lock():
+            add_remote(self, name, url)
+
+    def remove_remote(self, name: str) -> None:
+        from .remote import remove_remote
+
+        with self.lock():
+            remove_remote(self, name)
+
+    def push(
+        self,
+        remote: str = "origin",
+        refs: Sequence[str] = (),
+        *,
+        tags: bool = False,
+        force: bool = False,
+        progress: Progress = _no_progress,
+    ) -> PushResult:
+        """Send branches (default: the current one): media, then history, then
+        the remote refs by compare-and-swap. Non-fast-forward needs ``force``."""
+        from .transfer import push
+
+        with self.lock():
+            return push(self, remote, refs, tags=tags, force=force, progress=progress)
+
+    def fetch(
+        self, remote: str = "origin", *, all_media: bool = False, progress: Progress = _no_progress
+    ) -> FetchResult:
+        """History into refs/remotes/REMOTE/*; media on demand (or all with ``all_media``)."""
+        from .transfer import fetch
+
+        with self.lock():
+            return fetch(self, remote, all_media=all_media, progress=progress)
+
+    def pull(
+        self,
+        remote: str | None = None,
+        branch: str | None = None,
+        *,
+        progress: Progress = _no_progress,
+    ) -> MergeResult:
+        """Fetch, then merge the remote branch (fast-forward when possible)."""
+        from .transfer import upstream
+
+        current = self.current_branch()
+        if current is None and branch is None:
+            raise UsageError("HEAD is detached: name the remote branch to pull")
+        default_remote, default_branch = upstream(self, current or "")
+        remote = remote or default_remote
+        self.fetch(remote, progress=progress)
+        return self.merge(f"{remote}/{branch or default_branch}", progress=progress)
+
+    @classmethod
+    def clone(
+        cls, url: str, directory: str, *, rev: str | None = None, progress: Progress = _no_progress
+    ) -> Repo:
+        """All history from ``url``; media of the checked-out version only."""
+        from .transfer import clone
+
+        return clone(url, directory, rev=rev, progress=progress)
+
+    def fetch_media(
+        self, oids: Iterable[str], *, remote: str | None = None, progress: Progress = _no_progress
+    ) -> int:
+        """Download media objects missing here from the remotes (origin first)."""
+        from .transfer import fetch_media
+
+        return fetch_media(self, oids, remote=remote, progress=progress)
 
     # -- integrity (see integrity.py) ---------------------------------------------
     def fsck(self, *, progress: Progress = _no_progress) -> FsckReport:

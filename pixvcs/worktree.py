@@ -154,7 +154,11 @@ def _apply(
         else:
             plans.append((c.path, mode, "blob", None, len(data), blob))
     if missing:
-        raise MissingMedia(missing, repo.media.root)
+        if not repo.remotes():
+            raise MissingMedia(missing, repo.media.root)
+        # media of other versions arrive when needed (raises MissingMedia naming
+        # the remotes when none of them has an object)
+        repo.fetch_media([oid for _path, oid in missing], progress=progress)
     os.makedirs(repo.tmp_dir, exist_ok=True)
     media_items = [(oid, mode) for (_p, mode, _k, oid, _s, _b) in plans if oid is not None]
     made = map_batches(

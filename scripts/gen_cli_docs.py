@@ -175,6 +175,36 @@ An object:
 An object: `objects` (integer: media objects decoded) and `invalid` (integer:
 those that do not decode).
 """,
+    "remote": """\
+A list of `{"name", "url"}`, sorted by name (also `remote list --json`).
+""",
+    "remote list": """\
+A list of `{"name", "url"}`, sorted by name.
+""",
+    "push": """\
+An object:
+
+| Key | Type | Meaning |
+|-----|------|---------|
+| `remote` | string | the remote's name |
+| `updated` | object | ref name -> `{"old", "new"}` commit ids (`old` null for a new ref) |
+| `up_to_date` | list of strings | refs the remote already had at the same commit |
+| `media_sent` | integer | media objects uploaded (only those the remote lacked) |
+""",
+    "fetch": """\
+An object: `remote` (string), `updated` (ref name -> `{"old", "new"}`, for
+`refs/remotes/REMOTE/*` and new tags) and `media_fetched` (integer; non-zero
+only with `--all-media`).
+""",
+    "pull": """\
+The merge result, as for `merge`: `result` (`"up-to-date"`, `"fast-forward"`
+or `"merge"`), `commit`, `changed`.
+""",
+    "clone": """\
+An object: `path` (the new work tree), `commit` (HEAD), `branch` (null when
+detached by `--rev`), `media` (media objects fetched: those of the checked-out
+version only).
+""",
 }
 
 INTRO = """\

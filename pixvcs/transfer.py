@@ -1,0 +1,326 @@
+"""push, fetch, pull, clone: moving versions between a repository and a remote.
+
+Order, always: media objects first, then git objects, then the ref update by
+compare-and-swap, so a remote never holds a ref whose images it lacks. Only
+missing objects move: media are negotiated in batches (``missing``), git
+objects by the git protocol (dulwich computes what the other side lacks).
+A clone fetches all history but only the media of the version it checks out;
+other media arrive when a command needs them (:func:`fetch_media`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dulwich.objects import Commit, ObjectID, Tag
+from dulwich.refs import Ref
+
+from . import trees
+from .errors import BadRevision, MissingMedia, PixvcsError, RefConflict, UsageError
+from .pointer import looks_like_pointer, parse_pointer
+from .remote import DirectoryEndpoint, open_endpoint, remote_url, remotes
+
+if TYPE_CHECKING:
+    from .repo import Progress, Repo
+
+ZERO = ObjectID(b"0" * 40)
+
+
+@dataclass
+class PushResult:
+    remote: str
+    updated: dict[str, dict[str, str | None]] = field(default_factory=dict)  # ref -> {old, new}
+    media_sent: int = 0
+    up_to_date: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "remote": self.remote,
+            "updated": self.updated,
+            "media_sent": self.media_sent,
+            "up_to_date": self.up_to_date,
+        }
+
+
+@dataclass
+class FetchResult:
+    remote: str
+    updated: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    media_fetched: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"remote": self.remote, "updated": self.updated, "media_fetched": self.media_fetched}
+
+
+def endpoint_for(repo: Repo, name: str) -> DirectoryEndpoint:
+    return open_endpoint(remote_url(repo, name), repo.root)
+
+
+def media_of_commits(repo: Repo, include: Iterable[str], exclude: Iterable[str]) -> list[str]:
+    """Oids of every pointer that commits reachable from ``include`` but not from
+    ``exclude`` introduce (each commit diffed against its parents: O(change))."""
+    store = repo.store
+    have = [ObjectID(e.encode()) for e in exclude if ObjectID(e.encode()) in store]
+    walker = repo.git.get_walker(include=[ObjectID(i.encode()) for i in include], exclude=have)
+    oids: dict[str, None] = {}
+    seen_blobs: set[str] = set()
+    for entry in walker:
+        commit = entry.commit
+        parents = [repo._commit(p.decode()).tree for p in commit.parents] or [None]
+        for parent_tree in parents:
+            for change in trees.diff(store, parent_tree, commit.tree):
+                if change.new is None or change.new[1] in seen_blobs:
+                    continue
+                seen_blobs.add(change.new[1])
+                data = trees.blob_bytes(store, change.new[1])
+                if looks_like_pointer(data):
+                    oids[parse_pointer(data).oid] = None
+    return list(oids)
+
+
+def media_of_tree(repo: Repo, tree_id: bytes | None) -> list[str]:
+    oids: dict[str, None] = {}
+    for _path, _mode, blob in trees.walk(repo.store, tree_id):
+        data = trees.blob_bytes(repo.store, blob)
+        if looks_like_pointer(data):
+            oids[parse_pointer(data).oid] = None
+    return list(oids)
+
+
+def push(
+    repo: Repo,
+    remote: str = "origin",
+    refs: Sequence[str] = (),
+    *,
+    tags: bool = False,
+    force: bool = False,
+    progress: Progress,
+) -> PushResult:
+    endpoint = endpoint_for(repo, remote)
+    client, path = endpoint.git_client()
+    remote_refs = {k.decode(): v.decode() for k, v in client.get_refs(path).refs.items() if v}
+    wanted = _refs_to_push(repo, refs, tags)
+    result = PushResult(remote)
+    updates: dict[str, tuple[str | None, str]] = {}
+    for ref, sha in wanted.items():
+        old = remote_refs.get(ref)
+        if old == sha:
+            result.up_to_date.append(ref)
+            continue
+        if old is not None and not force:
+            if ref.startswith("refs/tags/"):
+                raise RefConflict(f"{ref} already exists on {remote} (use --force to move it)")
+            if not _is_ancestor(repo, old, sha):
+                raise RefConflict(
+                    f"{ref}: the remote has commits you do not have (fetch first, "
+                    "or --force to overwrite)"
+                )
+        updates[ref] = (old, sha)
+    if not updates:
+        return result
+    # 1. media: every image the new commits bring that the remote lacks
+    commits = [_peel(repo, sha) for _, sha in updates.values()]
+    needed = media_of_commits(repo, commits, remote_refs.values())
+    missing_here = [o for o in needed if not repo.media.has(o)]
+    if missing_here:
+        raise MissingMedia([("(pushed history)", o) for o in missing_here], repo.media.root)
+    to_send = endpoint.missing(needed)
+    endpoint.upload(to_send, repo.media, progress)
+    result.media_sent = len(to_send)
+
+    # 2. git objects, 3. refs by compare-and-swap against what we saw
+    def update_refs(current: dict[Ref, ObjectID]) -> dict[Ref, ObjectID]:
+        out: dict[Ref, ObjectID] = {}
+        for ref, (old, new) in updates.items():
+            now = current.get(Ref(ref.encode()))
+            if (now.decode() if now else None) != old:
+                raise RefConflict(f"{ref} moved on {remote} while pushing (fetch first)")
+            out[Ref(ref.encode())] = ObjectID(new.encode())
+        return out
+
+    from dulwich.file import FileLocked
+
+    try:
+        with endpoint.lock():
+            sent = client.send_pack(path, update_refs, repo.git.generate_pack_data)
+    except FileLocked as e:  # a ref lock of a process that is not pixvcs
+        raise RefConflict(f"{os.fsdecode(e.filename)} is locked on {remote}; try again") from None
+    failed = {k.decode(): v for k, v in (sent.ref_status or {}).items() if v}
+    if failed:
+        ref, why = next(iter(failed.items()))
+        raise RefConflict(f"{ref} was not updated on {remote}: {why} (fetch first)")
+    for ref, (old, new) in updates.items():
+        result.updated[ref] = {"old": old, "new": new}
+        if ref.startswith("refs/heads/"):
+            tracking = f"refs/remotes/{remote}/{ref[len('refs/heads/') :]}"
+            repo._refs(
+                repo.git.refs.set_if_equals, Ref(tracking.encode()), None, ObjectID(new.encode())
+            )
+    return result
+
+
+def _refs_to_push(repo: Repo, refs: Sequence[str], tags: bool) -> dict[str, str]:
+    out: dict[str, str] = {}
+    names = list(refs)
+    if not names:
+        branch = repo.current_branch()
+        if branch is None:
+            raise UsageError("HEAD is detached: name the branch to push")
+        names = [branch]
+    for name in names:
+        full = name if name.startswith("refs/") else f"refs/heads/{name}"
+        try:
+            out[full] = repo.git.refs[Ref(full.encode())].decode()
+        except KeyError:
+            raise BadRevision(name, "no such branch") from None
+    if tags:
+        for tag, sha in repo.git.refs.as_dict(Ref(b"refs/tags")).items():
+            out[f"refs/tags/{tag.decode()}"] = sha.decode()
+    return out
+
+
+def _peel(repo: Repo, sha: str) -> str:
+    obj = repo.store[ObjectID(sha.encode())]
+    while isinstance(obj, Tag):
+        obj = repo.store[obj.object[1]]
+    if not isinstance(obj, Commit):
+        raise BadRevision(sha, "not a commit")
+    return obj.id.decode()
+
+
+def _is_ancestor(repo: Repo, old: str, new: str) -> bool:
+    from dulwich.graph import can_fast_forward
+
+    if ObjectID(old.encode()) not in repo.store:
+        return False
+    return bool(can_fast_forward(repo.git, ObjectID(old.encode()), ObjectID(new.encode())))
+
+
+def fetch(
+    repo: Repo, remote: str = "origin", *, all_media: bool = False, progress: Progress
+) -> FetchResult:
+    """History (all branches and tags) into refs/remotes/REMOTE/*; media only
+    with ``all_media`` (otherwise on demand)."""
+    endpoint = endpoint_for(repo, remote)
+    client, path = endpoint.git_client()
+    fetched = client.fetch(path, repo.git)
+    result = FetchResult(remote)
+    tips = []
+    for ref, sha in (fetched.refs or {}).items():
+        if sha is None:
+            continue
+        name = ref.decode()
+        if name.startswith("refs/heads/"):
+            local = f"refs/remotes/{remote}/{name[len('refs/heads/') :]}"
+        elif name.startswith("refs/tags/") and not name.endswith("^{}"):
+            local = name
+            if Ref(local.encode()) in repo.git.refs:
+                continue  # never move an existing tag on fetch
+        else:
+            continue
+        old = (
+            repo.git.refs[Ref(local.encode())].decode()
+            if Ref(local.encode()) in repo.git.refs
+            else None
+        )
+        if old != sha.decode():
+            repo._refs(repo.git.refs.set_if_equals, Ref(local.encode()), None, sha)
+            result.updated[local] = {"old": old, "new": sha.decode()}
+        tips.append(sha.decode())
+    if all_media and tips:
+        oids = media_of_commits(repo, [_peel(repo, t) for t in tips], [])
+        result.media_fetched = fetch_media(repo, oids, remote=remote, progress=progress)
+    return result
+
+
+def fetch_media(
+    repo: Repo, oids: Iterable[str], *, remote: str | None = None, progress: Progress
+) -> int:
+    """Download the objects of ``oids`` missing here; returns how many came.
+    Raises MissingMedia naming what no remote has."""
+    wanted = [o for o in dict.fromkeys(oids) if not repo.media.has(o)]
+    if not wanted:
+        return 0
+    names = [remote] if remote else _remote_order(repo)
+    got = 0
+    for name in names:
+        try:
+            endpoint = endpoint_for(repo, name)
+        except PixvcsError:
+            continue
+        there = set(wanted) - set(endpoint.missing(wanted))
+        batch = [o for o in wanted if o in there]
+        endpoint.download(batch, repo.media, progress)
+        got += len(batch)
+        wanted = [o for o in wanted if o not in there]
+        if not wanted:
+            break
+    if wanted:
+        where = ", ".join(f"{n} ({remotes(repo).get(n)})" for n in names) or "no remote configured"
+        raise MissingMedia([("", o) for o in wanted], f"{repo.media.root} and {where}")
+    return got
+
+
+def _remote_order(repo: Repo) -> list[str]:
+    names = list(remotes(repo))
+    if "origin" in names:
+        names.remove("origin")
+        names.insert(0, "origin")
+    return names
+
+
+def clone(url: str, directory: str, *, rev: str | None = None, progress: Progress) -> Repo:
+    """A new repository at ``directory`` with all history and the media of the
+    version it checks out (the remote's default branch, or ``rev``)."""
+    from .repo import Repo
+
+    source = open_endpoint(url, os.getcwd())
+    if os.path.exists(directory) and os.listdir(directory):
+        raise UsageError(f"destination {directory!r} exists and is not empty")
+    repo = Repo.init(directory, with_gitattributes=False)
+    try:
+        repo.add_remote("origin", url if "://" in url else source.git_dir)
+        fetch(repo, "origin", progress=progress)
+        client, path = source.git_client()
+        symrefs = client.get_refs(path).symrefs or {}
+        head = symrefs.get(Ref(b"HEAD"), b"refs/heads/main").decode()
+        default = head[len("refs/heads/") :] if head.startswith("refs/heads/") else "main"
+        tracking = {
+            name.decode(): sha.decode()
+            for name, sha in repo.git.refs.as_dict(Ref(b"refs/remotes/origin")).items()
+        }
+        branch = rev if rev is not None else default
+        if branch in tracking:
+            # materialise first (HEAD is unborn, so everything is written), then
+            # make the branch and point HEAD at it: same commit, nothing to redo
+            repo.checkout(tracking[branch], progress=progress)
+            repo.create_branch(branch, tracking[branch])
+            _set_upstream(repo, branch, "origin")
+            repo.git.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(f"refs/heads/{branch}".encode()))
+        elif rev is not None:
+            repo.checkout(rev, progress=progress)  # a tag or commit: detached
+        # else: an empty remote, nothing to check out
+        return repo
+    except BaseException:
+        repo.close()
+        raise
+
+
+def _set_upstream(repo: Repo, branch: str, remote: str) -> None:
+    config = repo.git.get_config()
+    config.set((b"branch", branch.encode()), b"remote", remote.encode())
+    config.set((b"branch", branch.encode()), b"merge", f"refs/heads/{branch}".encode())
+    config.write_to_path()
+
+
+def upstream(repo: Repo, branch: str) -> tuple[str, str]:
+    config = repo.git.get_config()
+    try:
+        remote = config.get((b"branch", branch.encode()), b"remote").decode()
+        merge = config.get((b"branch", branch.encode()), b"merge").decode()
+    except KeyError:
+        return "origin", branch
+    return remote, merge[len("refs/heads/") :] if merge.startswith("refs/heads/") else merge

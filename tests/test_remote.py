@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pixvcs import CorruptObject, MissingMedia, RefConflict, Repo
+from pixvcs.cli import main
+from tests.conftest import AUTHOR
+from tests.imagegen import make_dataset, snapshot, write_image
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> str:
+    path = str(tmp_path / "shared.git")
+    Repo.init(path, bare=True).close()
+    return path
+
+
+def _commit_all(repo: Repo, msg: str) -> str:
+    repo.add([repo.root])
+    return repo.commit(msg, author=AUTHOR)
+
+
+def _new(tmp_path: Path, name: str, remote: str) -> Repo:
+    repo = Repo.init(str(tmp_path / name))
+    repo.add_remote("origin", remote)
+    return repo
+
+
+def test_push_clone_fetch_pull_round_trip(tmp_path: Path, remote: str) -> None:
+    a = _new(tmp_path, "a", remote)
+    data = make_dataset(a.root, {"cat": 3})
+    v1 = _commit_all(a, "v1")
+    a.create_tag("v1")
+    first = a.push(tags=True)
+    assert first.media_sent == 3 and set(first.updated) == {"refs/heads/main", "refs/tags/v1"}
+    assert a.branches() == {"main": v1}
+    assert a.git.refs[b"refs/remotes/origin/main"].decode() == v1
+    write_image(os.path.join(a.root, "dog", "0.jpg"), 7)
+    v2 = _commit_all(a, "v2")
+    assert a.push().media_sent == 1, "only what the remote lacks moves"
+    again = a.push()
+    assert again.updated == {} and again.up_to_date == ["refs/heads/main"]
+
+    b = Repo.clone(remote, str(tmp_path / "b"))
+    assert b.current_branch() == "main" and b.head_commit() == v2
+    assert snapshot(b.root) == snapshot(a.root)
+    assert b.status().clean and b.fsck().ok
+    # the clone holds the media of the checked-out version only...
+    assert sorted(b.media) == sorted(hashlib.sha256(c).hexdigest() for c in [*data.values(), Path(a.root, "dog", "0.jpg").read_bytes()])
+    # ...and fetches other versions' media when a checkout needs them
+    os.unlink(b.media.path(hashlib.sha256(data["cat/0000.jpg"]).hexdigest()))
+    b.checkout("v1", force=True)
+    assert Path(b.root, "cat", "0000.jpg").read_bytes() == data["cat/0000.jpg"]
+    b.checkout("main")
+
+    write_image(os.path.join(b.root, "bird", "0.jpg"), 8)
+    v3 = _commit_all(b, "v3")
+    b.push()
+    result = a.pull()
+    assert result.kind == "fast-forward" and a.head_commit() == v3
+    assert Path(a.root, "bird", "0.jpg").exists()
+    for r in (a, b):
+        r.close()
+
+
+def test_non_fast_forward_push_is_refused_unless_forced(tmp_path: Path, remote: str) -> None:
+    a = _new(tmp_path, "a", remote)
+    make_dataset(a.root, {"cat": 1})
+    _commit_all(a, "base")
+    a.push()
+    b = Repo.clone(remote, str(tmp_path / "b"))
+    write_image(os.path.join(b.root, "cat", "b.jpg"), 1)
+    theirs = _commit_all(b, "theirs")
+    b.push()
+    write_image(os.path.join(a.root, "cat", "a.jpg"), 2)
+    ours = _commit_all(a, "ours")
+    with pytest.raises(RefConflict, match="fetch first"):
+        a.push()
+    with Repo.open(remote) as r:
+        assert r.branches()["main"] == theirs, "nothing lost"
+    a.push(force=True)
+    with Repo.open(remote) as r:
+        assert r.branches()["main"] == ours
+    a.close()
+    b.close()
+
+
+def test_concurrent_pushes_one_wins_the_other_is_told_to_fetch(tmp_path: Path, remote: str) -> None:
+    a = _new(tmp_path, "a", remote)
+    make_dataset(a.root, {"cat": 1})
+    _commit_all(a, "base")
+    a.push()
+    clones = [Repo.clone(remote, str(tmp_path / f"c{i}")) for i in range(2)]
+    heads = []
+    for i, c in enumerate(clones):
+        write_image(os.path.join(c.root, "cat", f"{i}.jpg"), 100 + i)
+        heads.append(_commit_all(c, f"c{i}"))
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def go(c: Repo) -> None:
+        barrier.wait()
+        try:
+            c.push()
+            outcomes.append("ok")
+        except RefConflict as e:
+            outcomes.append(str(e))
+
+    # each clone is its own repository (own lock); the remote's ref is the contested thing
+    threads = [threading.Thread(target=go, args=(c,)) for c in clones]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(o == "ok" for o in outcomes) == [False, True]
+    assert any("fetch first" in o for o in outcomes)
+    with Repo.open(remote) as r:
+        assert r.branches()["main"] in heads and r.fsck().ok
+    for c in [a, *clones]:
+        c.close()
+
+
+def test_corrupt_object_on_the_remote_is_never_stored(tmp_path: Path, remote: str) -> None:
+    a = _new(tmp_path, "a", remote)
+    data = make_dataset(a.root, {"cat": 2})
+    _commit_all(a, "v1")
+    a.push()
+    victim = hashlib.sha256(data["cat/0001.jpg"]).hexdigest()
+    with Repo.open(remote) as r:
+        path = r.media.path(victim)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(b"XX")
+    with pytest.raises(CorruptObject):
+        Repo.clone(remote, str(tmp_path / "b"))
+    store = Path(tmp_path, "b", ".pixvcs", "lfs", "objects")
+    stored = [p.name for p in store.rglob("*") if p.is_file()]
+    assert victim not in stored
+    a.close()
+
+
+def test_missing_media_names_the_remote(tmp_path: Path, remote: str) -> None:
+    a = _new(tmp_path, "a", remote)
+    data = make_dataset(a.root, {"cat": 1})
+    v1 = _commit_all(a, "v1")
+    a.push()
+    os.unlink(os.path.join(a.root, "cat", "0000.jpg"))
+    oid = hashlib.sha256(data["cat/0000.jpg"]).hexdigest()
+    for store in (a.media, Repo.open(remote).media):
+        os.unlink(store.path(oid))
+    with pytest.raises(MissingMedia) as err:
+        a.checkout(v1, force=True)
+    assert oid in str(err.value) and "origin" in str(err.value)
+    a.close()
+
+
+def test_fetch_all_media_and_remote_config(tmp_path: Path, remote: str) -> None:
+    a = _new(tmp_path, "a", remote)
+    make_dataset(a.root, {"cat": 2})
+    _commit_all(a, "v1")
+    os.unlink(os.path.join(a.root, "cat", "0000.jpg"))
+    _commit_all(a, "v2")
+    a.push()
+    b = Repo.init(str(tmp_path / "b"))
+    b.add_remote("origin", remote)
+    assert b.remotes() == {"origin": remote}
+    assert list(b.media) == []
+    result = b.fetch(all_media=True)
+    assert result.media_fetched == 2 and "refs/remotes/origin/main" in result.updated
+    b.remove_remote("origin")
+    assert b.remotes() == {} and b"refs/remotes/origin/main" not in b.git.refs
+    a.close()
+    b.close()
+
+
+def test_cli_remote_push_clone(tmp_path: Path) -> None:
+    def run(*args: str, code: int = 0) -> str:
+        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    run("init", "--bare", str(tmp_path / "r.git"))
+    ds = tmp_path / "ds"
+    run("init", str(ds))
+    make_dataset(str(ds), {"cat": 2})
+    run("-C", str(ds), "add", ".")
+    run("-C", str(ds), "commit", "-m", "v1", "--author", AUTHOR)
+    run("-C", str(ds), "remote", "add", "origin", str(tmp_path / "r.git"))
+    assert json.loads(run("-C", str(ds), "remote", "list", "--json")) == [
+        {"name": "origin", "url": str(tmp_path / "r.git")}]
+    pushed = json.loads(run("-C", str(ds), "push", "--json"))
+    assert pushed["media_sent"] == 2
+    cloned = json.loads(run("-C", str(tmp_path), "clone", "r.git", "copy", "--json"))
+    assert cloned["branch"] == "main" and cloned["media"] == 2
+    assert (tmp_path / "copy" / "cat" / "0001.jpg").read_bytes() == (ds / "cat" / "0001.jpg").read_bytes()
+    assert "up to date" in run("-C", str(ds), "push")
+    assert "fetch first" not in run("-C", str(tmp_path / "copy"), "pull")
