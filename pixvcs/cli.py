@@ -888,6 +888,44 @@ def clone(
     click.echo(f"cloned into {dest}: {branch or (head or '')[:12]}, {media} media object(s)")
 
 
+@main.group(hidden=True)
+def hook() -> None:
+    """Entry points for git hooks that pixvcs installs."""
+
+
+@hook.command(name="pre-receive")
+@click.pass_context
+def hook_pre_receive(ctx: click.Context) -> None:
+    """git's pre-receive hook of a bare repository: refuse updates whose images
+    are missing. Reads "OLD NEW REF" lines on stdin."""
+    from .repo import Repo
+    from .transfer import check_incoming
+
+    updates = []
+    for line in sys.stdin.read().splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            updates.append((parts[0], parts[1], parts[2]))
+    # git runs the hook in the repository with the pushed objects in a
+    # quarantine directory named by these variables
+    dirs = [os.environ[v] for v in ("GIT_OBJECT_DIRECTORY",) if os.environ.get(v)]
+    dirs += [d for d in os.environ.get("GIT_ALTERNATE_OBJECT_DIRECTORIES", "").split(":") if d]
+    git_dir = os.environ.get("GIT_DIR", ".")
+    try:
+        repo = Repo(os.path.abspath(git_dir), bare=True)
+    except PixvcsError as e:
+        click.echo(f"pixvcs: {e}", err=True)
+        sys.exit(1)
+    try:
+        problems = check_incoming(repo, updates, object_dirs=dirs)
+    finally:
+        repo.close()
+    for p in problems:
+        click.echo(f"pixvcs: refusing {p}", err=True)
+    if problems:
+        sys.exit(1)
+
+
 @main.group()
 def catalog() -> None:
     """The image catalog (derived data: dimensions, format, perceptual hash)."""
@@ -906,6 +944,8 @@ def catalog_rebuild(ctx: click.Context, as_json: bool) -> None:
         return
     click.echo(f"catalog rebuilt: {result['objects']} objects, {result['invalid']} invalid")
 
+
+from . import cli_export  # noqa: E402,F401  (registers the export command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -254,6 +254,10 @@ class Repo(AbstractContextManager["Repo"]):
         MediaStore.create(os.path.join(git_dir, "lfs"))
         os.makedirs(os.path.join(git_dir, "pixvcs", "tmp"), exist_ok=True)
         repo = cls(root, bare=bare)
+        if bare:
+            from .transfer import install_hooks
+
+            install_hooks(git_dir)
         if not bare and with_gitattributes:
             attrs = os.path.join(root, ".gitattributes")
             if not os.path.exists(attrs):

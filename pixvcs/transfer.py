@@ -199,6 +199,56 @@ def _is_ancestor(repo: Repo, old: str, new: str) -> bool:
     return bool(can_fast_forward(repo.git, ObjectID(old.encode()), ObjectID(new.encode())))
 
 
+def check_incoming(
+    repo: Repo, updates: Sequence[tuple[str, str, str]], *, object_dirs: Sequence[str] = ()
+) -> list[str]:
+    """Server side of the rule "a ref never points at something that is not all
+    there": for ``(old, new, ref)`` updates (as a pre-receive hook reads them),
+    the problems that must refuse them: every image the new commits bring must
+    be in this repository's media store. ``object_dirs`` are extra git object
+    directories holding the incoming objects (git's quarantine)."""
+    from dulwich.object_store import DiskObjectStore
+
+    for d in object_dirs:
+        repo.store.alternates.append(DiskObjectStore(d))
+    existing = [sha.decode() for sha in repo.git.refs.as_dict().values()]
+    problems = []
+    for _old, new, ref in updates:
+        if set(new) == {"0"}:
+            continue  # a deletion brings no images
+        try:
+            commit = _peel(repo, new)
+        except (KeyError, PixvcsError) as e:
+            problems.append(f"{ref}: {new} is not a commit here ({e})")
+            continue
+        missing = [o for o in media_of_commits(repo, [commit], existing) if not repo.media.has(o)]
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            problems.append(
+                f"{ref}: {len(missing)} image(s) are not on this remote "
+                f"({', '.join(missing[:5])}{more}); push the media first "
+                "(git lfs push, or pixvcs push)"
+            )
+    return problems
+
+
+PRE_RECEIVE = """#!/bin/sh
+# Installed by pixvcs: refuse ref updates whose images this repository lacks.
+exec "{python}" -m pixvcs.cli hook pre-receive
+"""
+
+
+def install_hooks(git_dir: str) -> None:
+    import sys
+
+    hooks = os.path.join(git_dir, "hooks")
+    os.makedirs(hooks, exist_ok=True)
+    path = os.path.join(hooks, "pre-receive")
+    with open(path, "w") as f:
+        f.write(PRE_RECEIVE.format(python=sys.executable))
+    os.chmod(path, 0o755)
+
+
 def fetch(
     repo: Repo, remote: str = "origin", *, all_media: bool = False, progress: Progress
 ) -> FetchResult:
