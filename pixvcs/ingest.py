@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, TypeVar
 
+from . import fsutil
 from .fsutil import worker_init
 from .imageinfo import (
     MAX_PIXELS,
@@ -48,6 +49,7 @@ class Ingested:
     info: ImageInfo | None = None
     error: str | None = None  # why the image is invalid
     data: bytes | None = None  # content of a regular file, to store as a git blob
+    tmp: str | None = None  # temporary file with the new media object, to publish
 
 
 def git_blob_id(data: bytes) -> str:
@@ -73,13 +75,7 @@ def classify(path: str, data: bytes) -> str:
 
 
 def ingest_one(
-    store: MediaStore,
-    rel: str,
-    abspath: str,
-    *,
-    link: bool,
-    max_pixels: int,
-    pending: list[tuple[str, str]],
+    store: MediaStore, rel: str, abspath: str, *, link: bool, max_pixels: int
 ) -> Ingested:
     st = os.lstat(abspath)
     with open(abspath, "rb") as f:
@@ -108,60 +104,70 @@ def ingest_one(
             error = str(e)
     # invalid images are stored too: add decides whether to stage them, and an
     # unstaged object is only an unreferenced file that gc removes
+    tmp = None
     if not store.has(oid):
-        if link:
-            _link_into_store(store, abspath, oid, pending)
-        else:
-            pending.append((store.write_temp(data), oid))
+        tmp = _link_into_store(store, abspath, data) if link else store.write_temp(data)
     blob = git_blob_id(format_pointer(oid, len(data)))
     return Ingested(
-        rel, "media", mode, len(data), blob, oid, st.st_mtime_ns, st.st_ino, info=info, error=error
+        rel,
+        "media",
+        mode,
+        len(data),
+        blob,
+        oid,
+        st.st_mtime_ns,
+        st.st_ino,
+        info=info,
+        error=error,
+        tmp=tmp,
     )
 
 
-def _link_into_store(
-    store: MediaStore, abspath: str, oid: str, pending: list[tuple[str, str]]
-) -> None:
-    tmp = os.path.join(store.tmp_dir, f"link-{os.getpid()}-{oid}")
+def _link_into_store(store: MediaStore, abspath: str, data: bytes) -> str:
+    tmp = fsutil.unique_tmp(store.tmp_dir, "link-")
     try:
         os.link(abspath, tmp)
     except OSError:  # cross-device or no hardlinks here: fall back to a copy
-        with open(abspath, "rb") as f:
-            pending.append((store.write_temp(f.read()), oid))
-        return
-    pending.append((tmp, oid))
+        return store.write_temp(data)
+    return tmp
 
 
 def ingest_batch(
     lfs_dir: str, items: Sequence[tuple[str, str]], link: bool, max_pixels: int
 ) -> list[Ingested | tuple[str, str]]:
     """Worker entry point: ingest ``(rel, abspath)`` items; errors come back as
-    ``(rel, message)`` for files that vanished or cannot be read."""
+    ``(rel, message)`` for files that vanished or cannot be read. New media
+    objects are left in temporary files (``Ingested.tmp``): :func:`publish`
+    makes them all durable with one sync and renames them into place."""
     store = MediaStore(lfs_dir)
     out: list[Ingested | tuple[str, str]] = []
-    pending: list[tuple[str, str]] = []
-    try:
-        for rel, abspath in items:
-            try:
-                out.append(
-                    ingest_one(
-                        store, rel, abspath, link=link, max_pixels=max_pixels, pending=pending
-                    )
-                )
-            except OSError as e:  # unreadable or vanished: reported per file by add
-                out.append((rel, f"cannot read: {e.strerror or e}"))
-        if pending:
-            store.sync()
-            for tmp, oid in pending:
-                store.publish(tmp, oid)
-            pending.clear()
-    finally:
-        for tmp, _ in pending:  # an exception left temps behind: drop them
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:  # already renamed or removed
-                pass
+    for rel, abspath in items:
+        try:
+            out.append(ingest_one(store, rel, abspath, link=link, max_pixels=max_pixels))
+        except OSError as e:  # unreadable or vanished: reported per file by add
+            out.append((rel, f"cannot read: {e.strerror or e}"))
     return out
+
+
+def publish(store: MediaStore, items: Sequence[Ingested]) -> None:
+    """Make every new object's temporary file durable (one sync for all: the
+    workers never wait on the disk), then rename each into place read-only."""
+    temps = [(i.tmp, i.oid) for i in items if i.tmp is not None and i.oid is not None]
+    if not temps:
+        return
+    store.sync()
+    for tmp, oid in temps:
+        store.publish(tmp, oid)
+
+
+def discard(items: Sequence[Ingested]) -> None:
+    """Remove the temporary files of objects that will not be published."""
+    for i in items:
+        if i.tmp is not None:
+            try:
+                os.unlink(i.tmp)
+            except FileNotFoundError:  # already gone
+                pass
 
 
 def ingest_files(

@@ -44,7 +44,7 @@ from .errors import (
 )
 from .imageinfo import IMAGE_EXTENSIONS, MAX_PIXELS
 from .index import RACY_NS, Entry, Index
-from .ingest import Ingested, git_blob_id, ingest_files
+from .ingest import Ingested, discard, git_blob_id, ingest_files, publish
 from .integrity import FsckReport, GcReport
 
 if TYPE_CHECKING:
@@ -544,8 +544,14 @@ class Repo(AbstractContextManager["Repo"]):
         items = [r for r in done if isinstance(r, Ingested)]
         invalid = [(i.path, i.error) for i in items if i.error is not None]
         if unreadable or (invalid and not allow_invalid):
+            discard(items)
             problems = [(p, why) for p, why in unreadable] + [(p, e or "") for p, e in invalid]
             raise InvalidImages(sorted(problems))
+        try:
+            publish(self.media, items)  # one sync, then every new object renamed into place
+        except BaseException:
+            discard(items)
+            raise
         blobs: list[tuple[ShaFile, str | None]] = [
             (Blob.from_string(i.data), i.path)
             for i in items
