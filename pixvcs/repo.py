@@ -21,15 +21,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tag, Tree
-from dulwich.refs import Ref
-from dulwich.repo import Repo as GitRepo
-
-from . import fsutil, packs, trees
+from . import fsutil
 from .catalog import Catalog
-from .diff import DatasetDiff, Side, counts_after_commit
 from .errors import (
     BadPath,
     BadRevision,
@@ -45,12 +40,28 @@ from .errors import (
 from .imageinfo import IMAGE_EXTENSIONS, MAX_PIXELS
 from .index import RACY_NS, Entry, Index
 from .ingest import Ingested, discard, git_blob_id, ingest_files, publish
-from .integrity import FsckReport, GcReport
-
-if TYPE_CHECKING:
-    from .transfer import FetchResult, PushResult
+from .lazy import lazy_module
 from .media import MediaStore
 from .pointer import format_pointer, looks_like_pointer, parse_pointer
+
+# Modules that import dulwich load on first use: `status` on an unchanged HEAD
+# never needs them, and Python start-up is most of a small command's time.
+if TYPE_CHECKING:
+    from dulwich import objects as dobj
+    from dulwich.objects import Commit, ObjectID, ShaFile
+    from dulwich.refs import Ref
+    from dulwich.repo import Repo as GitRepo
+
+    from . import diff as diff_mod
+    from . import packs, trees
+    from .diff import DatasetDiff, Side
+    from .integrity import FsckReport, GcReport
+    from .transfer import FetchResult, PushResult
+else:
+    dobj = lazy_module("dulwich.objects")
+    diff_mod = lazy_module("pixvcs.diff")
+    packs = lazy_module("pixvcs.packs")
+    trees = lazy_module("pixvcs.trees")
 
 GIT_DIR = ".pixvcs"
 FORMAT_VERSION = 1
@@ -62,15 +73,15 @@ STALE_REF_LOCK_SECONDS = 2.0
 Progress = Callable[[str, int, int], None]
 
 
-HEAD = Ref(b"HEAD")
+HEAD = cast("Ref", b"HEAD")
 
 
 def _ref(name: str) -> Ref:
-    return Ref(name.encode())
+    return cast("Ref", name.encode())
 
 
 def _oid(hex_id: str) -> ObjectID:
-    return ObjectID(hex_id.encode())
+    return cast("ObjectID", hex_id.encode())
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -212,17 +223,9 @@ class Repo(AbstractContextManager["Repo"]):
         self.git_dir = self.root if bare else os.path.join(self.root, GIT_DIR)
         if not os.path.isdir(os.path.join(self.git_dir, "objects")):
             raise NotARepository(self.root)
-        from dulwich.repo import UnsupportedExtension, UnsupportedVersion
-
-        try:
-            self.git = GitRepo(self.git_dir, bare=True)
-        except UnsupportedVersion as e:
-            raise UnsupportedFormat(
-                e.version, 1, f"git core.repositoryformatversion {e.version}"
-            ) from None
-        except UnsupportedExtension as e:
-            raise UnsupportedFormat(-1, FORMAT_VERSION, f"git extension {e.extension!r}") from None
-        self._check_format()
+        self._git: GitRepo | None = None
+        if self._check_format():
+            self.git  # noqa: B018 - git extensions in use: let dulwich vet them now
         self.state_dir = os.path.join(self.git_dir, "pixvcs")
         self.tmp_dir = os.path.join(self.state_dir, "tmp")
         self.media = MediaStore(os.path.join(self.git_dir, "lfs"))
@@ -244,6 +247,8 @@ class Repo(AbstractContextManager["Repo"]):
         if os.path.exists(os.path.join(git_dir, "objects")):
             raise RepositoryExists(root)
         os.makedirs(git_dir, exist_ok=True)
+        from dulwich.repo import Repo as GitRepo
+
         git = GitRepo.init_bare(git_dir, default_branch=branch.encode())
         config = git.get_config()
         config.set(("core",), "bare", bare)
@@ -278,18 +283,50 @@ class Repo(AbstractContextManager["Repo"]):
             raise NotARepository(path)
         return cls(find_root(path))
 
-    def _check_format(self) -> None:
-        config = self.git.get_config()
+    def _check_format(self) -> bool:
+        """Refuse formats this pixvcs does not read; True when git extensions are set.
+
+        Read with configparser (git's config syntax is a superset of what this
+        needs) so that opening a repository does not load dulwich."""
+        import configparser
+
+        config = configparser.ConfigParser(strict=False, interpolation=None)
         try:
-            raw = config.get(("pixvcs",), "formatversion")
-        except KeyError:
-            raise NotARepository(self.root) from None
+            config.read(os.path.join(self.git_dir, "config"), encoding="utf-8")
+        except configparser.Error as e:
+            raise UnsupportedFormat(-1, FORMAT_VERSION, f"unreadable config ({e})") from None
+        git_version = config.get("core", "repositoryformatversion", fallback="0").strip()
+        if git_version not in ("0", "1"):
+            raise UnsupportedFormat(-1, 1, f"git core.repositoryformatversion {git_version}")
+        raw = config.get("pixvcs", "formatversion", fallback=None)
+        if raw is None:
+            raise NotARepository(self.root)
         try:
-            found = int(raw)
+            found = int(raw.strip())
         except ValueError:
             raise UnsupportedFormat(-1, FORMAT_VERSION) from None
         if found > FORMAT_VERSION or found < 1:
             raise UnsupportedFormat(found, FORMAT_VERSION)
+        return config.has_section("extensions")
+
+    @property
+    def git(self) -> GitRepo:
+        """The dulwich repository (opened on first use)."""
+        if self._git is None:
+            from dulwich.repo import Repo as GitRepo
+            from dulwich.repo import UnsupportedExtension, UnsupportedVersion
+
+            try:
+                self._git = GitRepo(self.git_dir, bare=True)
+            except UnsupportedVersion as e:
+                raise UnsupportedFormat(
+                    e.version, 1, f"git core.repositoryformatversion {e.version}"
+                ) from None
+            except UnsupportedExtension as e:
+                raise UnsupportedFormat(
+                    -1, FORMAT_VERSION, f"git extension {e.extension!r}"
+                ) from None
+        return self._git
 
     def close(self) -> None:
         if self._index is not None:
@@ -298,7 +335,9 @@ class Repo(AbstractContextManager["Repo"]):
         if self._catalog is not None:
             self._catalog.close()
             self._catalog = None
-        self.git.close()
+        if self._git is not None:
+            self._git.close()
+            self._git = None
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -324,6 +363,10 @@ class Repo(AbstractContextManager["Repo"]):
 
     # -- revisions ---------------------------------------------------------------
     def head_commit(self) -> str | None:
+        """The commit HEAD resolves to; None before the first commit."""
+        fast = self._read_head()
+        if fast is not None:
+            return fast[1]
         try:
             return self.git.refs[HEAD].decode()
         except KeyError:
@@ -331,10 +374,44 @@ class Repo(AbstractContextManager["Repo"]):
 
     def current_branch(self) -> str | None:
         """The branch HEAD points at (even before its first commit), or None if detached."""
+        fast = self._read_head()
+        if fast is not None:
+            return fast[0]
         chain, _ = self.git.refs.follow(HEAD)
         if len(chain) > 1 and chain[-1].startswith(b"refs/heads/"):
             return chain[-1][len(b"refs/heads/") :].decode()
         return None
+
+    def _read_head(self) -> tuple[str | None, str | None] | None:
+        """(branch, commit) of HEAD read straight from the files, in git's formats
+        (``HEAD``, a loose ref, ``packed-refs``), without loading dulwich; None
+        for anything unusual (then dulwich decides)."""
+        try:
+            with open(os.path.join(self.git_dir, "HEAD"), encoding="utf-8") as f:
+                head = f.read().strip()
+            if not head.startswith("ref: "):
+                return (None, head) if _is_sha(head) else None
+            ref = head[5:]
+            if not ref.startswith("refs/heads/") or ".." in ref:
+                return None
+            branch = ref[len("refs/heads/") :]
+            try:
+                with open(os.path.join(self.git_dir, *ref.split("/")), encoding="utf-8") as f:
+                    sha = f.read().strip()
+                return (branch, sha) if _is_sha(sha) else None
+            except FileNotFoundError:
+                pass
+            try:
+                with open(os.path.join(self.git_dir, "packed-refs"), encoding="utf-8") as f:
+                    for line in f:
+                        parts = line.split()
+                        if len(parts) == 2 and parts[1] == ref and _is_sha(parts[0]):
+                            return branch, parts[0]
+            except FileNotFoundError:
+                pass
+            return branch, None  # an unborn branch
+        except (OSError, UnicodeDecodeError):  # let dulwich report whatever this is
+            return None
 
     def resolve(self, rev: str) -> str:
         """Commit id for a branch, tag, (short) commit id, HEAD, with ``~N`` / ``^`` suffixes."""
@@ -380,9 +457,9 @@ class Repo(AbstractContextManager["Repo"]):
 
     def _peel(self, sha: bytes, rev: str) -> Commit:
         obj = self.store[sha]
-        while isinstance(obj, Tag):
+        while isinstance(obj, dobj.Tag):
             obj = self.store[obj.object[1]]
-        if not isinstance(obj, Commit):
+        if not isinstance(obj, dobj.Commit):
             raise BadRevision(rev, "not a commit")
         return obj
 
@@ -391,7 +468,7 @@ class Repo(AbstractContextManager["Repo"]):
             obj = self.store[commit_id.encode()]
         except KeyError:
             raise BadRevision(commit_id, "missing commit object") from None
-        if not isinstance(obj, Commit):
+        if not isinstance(obj, dobj.Commit):
             raise BadRevision(commit_id, "not a commit")
         return obj
 
@@ -553,7 +630,7 @@ class Repo(AbstractContextManager["Repo"]):
             discard(items)
             raise
         blobs: list[tuple[ShaFile, str | None]] = [
-            (Blob.from_string(i.data), i.path)
+            (dobj.Blob.from_string(i.data), i.path)
             for i in items
             if i.kind == "blob" and i.data is not None
         ]
@@ -823,12 +900,12 @@ class Repo(AbstractContextManager["Repo"]):
                 assert e.oid is not None
                 if not self.media.has(e.oid):
                     missing.append((e.path, e.oid))
-                new_objects.append((Blob.from_string(format_pointer(e.oid, e.size)), e.path))
+                new_objects.append((dobj.Blob.from_string(format_pointer(e.oid, e.size)), e.path))
         if missing:
             raise MissingMedia(missing, self.media.root)
         tree_id = trees.update(self.store, base_tree, changes, new_objects)
         if tree_id == trees.EMPTY_TREE_ID:
-            new_objects.append((Tree(), None))
+            new_objects.append((dobj.Tree(), None))
         commit_id = self._write_commit(
             tree_id,
             [head] if head else [],
@@ -842,7 +919,7 @@ class Repo(AbstractContextManager["Repo"]):
         self._move_head(head, commit_id, message)
         with self.index.transaction():
             self.index.mark_committed(commit_id)
-        counts_after_commit(self, base_tree, tree_id, staged)
+        diff_mod.counts_after_commit(self, base_tree, tree_id, staged)
         return commit_id
 
     def _write_commit(
@@ -857,7 +934,7 @@ class Repo(AbstractContextManager["Repo"]):
         extra_parents: Sequence[str] = (),
         objects: list[tuple[ShaFile, str | None]] | None = None,
     ) -> str:
-        c = Commit()
+        c = dobj.Commit()
         c.tree = tree_id
         c.parents = [_oid(p) for p in [*parents, *extra_parents]]
         who = author or self.default_identity()
@@ -957,8 +1034,8 @@ class Repo(AbstractContextManager["Repo"]):
             raise BadRevision("HEAD", "no commits yet")
         value = _oid(target)
         if message is not None:
-            tag = Tag()
-            tag.object = (Commit, target.encode())
+            tag = dobj.Tag()
+            tag.object = (dobj.Commit, target.encode())
             tag.name = name.encode()
             tag.tagger = (tagger or self.default_identity()).encode()
             tag.tag_time = int(time.time())
@@ -1038,11 +1115,13 @@ class Repo(AbstractContextManager["Repo"]):
         for e in entries.values():
             if e.dirty:
                 overlay[e.path] = (
-                    None if e.blob is None else Side(e.mode, e.blob, e.kind, e.oid, e.size)
+                    None if e.blob is None else diff_mod.Side(e.mode, e.blob, e.kind, e.oid, e.size)
                 )
         for path, item in self._worktree_changes(progress=progress).items():
             overlay[path] = (
-                None if item is None else Side(item.mode, item.blob, item.kind, item.oid, item.size)
+                None
+                if item is None
+                else diff_mod.Side(item.mode, item.blob, item.kind, item.oid, item.size)
             )
         return overlay
 
@@ -1286,6 +1365,10 @@ def _stat_matches(cached: tuple[int, int, int, int, int], st: os.stat_result) ->
         and stamp_ns - mtime_ns >= RACY_NS
         and bool(st.st_mode & stat_mod.S_IXUSR) == (mode == 0o100755)
     )
+
+
+def _is_sha(text: str) -> bool:
+    return len(text) == 40 and all(c in "0123456789abcdef" for c in text)
 
 
 def _check_ref_name(name: str) -> None:
