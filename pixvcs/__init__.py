@@ -1,18 +1,26 @@
 """pixvcs: git-native, content-addressed versioning for image datasets.
 
 The public surface is what ``__all__`` lists; everything else may move.
+Everything but the errors is imported on first use (PEP 562), so that
+``import pixvcs`` and small commands stay fast.
 """
 
-from .diff import DatasetDiff
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BadPath,
     BadRevision,
     CorruptObject,
     InvalidImages,
     InvalidPointer,
+    LabelsFileError,
     LocalChanges,
     LockTimeout,
     MergeConflict,
+    MissingDependency,
     MissingMedia,
     MissingObject,
     NotARepository,
@@ -24,26 +32,54 @@ from .errors import (
     UnsupportedFormat,
     UsageError,
 )
-from .repo import FORMAT_VERSION, Repo, Status
+
+if TYPE_CHECKING:
+    from .dataset import Dataset, Record, open
+    from .diff import DatasetDiff
+    from .repo import FORMAT_VERSION, Repo, Status
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Dataset": "dataset",
+    "Record": "dataset",
+    "open": "dataset",
+    "DatasetDiff": "diff",
+    "FORMAT_VERSION": "repo",
+    "Repo": "repo",
+    "Status": "repo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pixvcs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FORMAT_VERSION",
     "BadPath",
     "BadRevision",
     "CorruptObject",
+    "Dataset",
     "DatasetDiff",
     "InvalidImages",
     "InvalidPointer",
+    "LabelsFileError",
     "LocalChanges",
     "LockTimeout",
     "MergeConflict",
+    "MissingDependency",
     "MissingMedia",
     "MissingObject",
     "NotARepository",
     "NothingToCommit",
     "PixvcsError",
+    "Record",
     "RefConflict",
     "Repo",
     "RepositoryExists",
@@ -51,4 +87,5 @@ __all__ = [
     "UnsafeTreeEntry",
     "UnsupportedFormat",
     "UsageError",
+    "open",
 ]

@@ -945,7 +945,8 @@ def catalog_rebuild(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"catalog rebuilt: {result['objects']} objects, {result['invalid']} invalid")
 
 
-from . import cli_export  # noqa: E402,F401  (registers the export command)
+# Commands kept in modules of their own register themselves on import.
+from . import cli_check, cli_export  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

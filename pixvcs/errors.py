@@ -20,6 +20,8 @@ turns each into a one-line message and a non-zero exit code::
     ├── MergeConflict           both sides changed the same paths (carries them)
     ├── NothingToCommit         commit with no staged change
     ├── RefConflict             a compare-and-swap ref update lost a race
+    ├── MissingDependency       an optional library a method needs is not installed
+    ├── LabelsFileError         a version's labels.csv is malformed
     └── UsageError              a request that makes no sense (exit code 2)
 """
 
@@ -183,6 +185,26 @@ class RefConflict(PixvcsError):
     def __init__(self, ref: str) -> None:
         super().__init__(f"ref {ref} was updated concurrently; try again")
         self.ref = ref
+
+
+class MissingDependency(PixvcsError, ImportError):
+    """Raised when an optional library a method needs (e.g. ``datasets``) is not installed."""
+
+    def __init__(self, package: str, feature: str) -> None:
+        super().__init__(
+            f"{feature} needs the {package!r} library, which is not installed: "
+            f"pip install {package}"
+        )
+        self.package = package
+
+
+class LabelsFileError(PixvcsError):
+    """Raised when a version's ``labels.csv`` is malformed (names the line and the problem)."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+        self.path = path
+        self.why = why
 
 
 class UsageError(PixvcsError):

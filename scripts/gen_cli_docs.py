@@ -175,6 +175,38 @@ An object:
 An object: `objects` (integer: media objects decoded) and `invalid` (integer:
 those that do not decode).
 """,
+    "check": """\
+`--json` is `--format json`: the check report, an object (schema
+`pixvcs-check/1`, described in full in [ci.md](ci.md#the-json-report)); the
+exit code is 1 when `ok` is false:
+
+| key | type | meaning |
+|-----|------|---------|
+| `schema` | string | `"pixvcs-check/1"` |
+| `ok` | boolean | every evaluated rule holds |
+| `mode` | string | `"version"`, `"range"` (BASE..HEAD) or `"staged"` |
+| `head`, `base` | object or null | `{"rev", "commit"}` of each side (`base` null for a version; `head.commit` null for the index) |
+| `policy` | object | the effective policy, every key, and `source` (`"pixvcs.toml"` or null for the defaults) |
+| `counts` | object | `images`, `checked`, `added`, `removed`, `modified`, `renamed` (null for a version), `rules`, `rules_failed`, `violations` |
+| `classes`, `splits` | object | name → `{"before", "after"}` image counts (`before` null for a version) |
+| `changes` | object or null | `added`, `removed`, `modified` (paths), `renamed` (`{"from", "to"}`); null for a version |
+| `rules` | list of objects | each evaluated rule: `rule`, `description`, `ok`, `checked`, `violations`, `omitted` |
+| `violations` | list of objects | `rule`, `message`, `paths`, and where they apply `oids`, `distance`, `kind` (`"exact"`/`"near"`), `more_paths` |
+""",
+    "export": """\
+An object:
+
+| key | type | meaning |
+|-----|------|---------|
+| `format` | string | `"imagefolder"`, `"webdataset"` or `"csv-manifest"` |
+| `dest` | string | the absolute path written (a directory, or the manifest file) |
+| `commit` | string | the commit exported (REV resolved once) |
+| `images` | integer | images exported (after `--include` / `--where`) |
+| `files` | integer | files written: images (imagefolder), shards (webdataset), 1 (csv-manifest) |
+| `linked` | integer | imagefolder: images hardlinked to the read-only media objects rather than copied |
+| `bytes` | integer | bytes written (hardlinked images count their size; shards their tar size) |
+| `shards` | list of strings | webdataset: the shard file names in order; otherwise empty |
+""",
     "remote": """\
 A list of `{"name", "url"}`, sorted by name (also `remote list --json`).
 """,

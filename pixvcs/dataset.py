@@ -1,0 +1,655 @@
+"""Reading a pinned dataset version from training code: ``pixvcs.open()``.
+
+A :class:`Dataset` is one commit's images, listed once when it is opened and
+never re-resolved: the revision name is turned into a commit id (``.commit``)
+and every later read is of that commit's bytes, whatever happens to the
+branch or the work tree afterwards. Nothing is checked out; the git tree is
+walked (names validated, :func:`pixvcs.trees.walk`), pointers are parsed
+strictly, and image bytes come from the media store, verified against their
+SHA-256 on every read.
+
+Where the bytes come from is a :class:`Source`: today :class:`LocalSource`
+(a repository on this machine); a remote source (a directory remote or
+``pixvcs serve``, fetching media lazily into a bounded cache) plugs in behind
+the same small interface later. The dataset object itself holds no open
+handle: it pickles to a few paths plus its records, and each process (a
+PyTorch DataLoader worker, a ``multiprocessing`` pool) reopens what it needs.
+"""
+
+from __future__ import annotations
+
+import builtins
+import csv
+import io
+import os
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
+
+from . import trees
+from .errors import (
+    LabelsFileError,
+    MissingDependency,
+    MissingMedia,
+    MissingObject,
+    UnsafeTreeEntry,
+    UsageError,
+)
+from .imageinfo import has_image_extension
+from .media import MediaStore
+from .pointer import Pointer, looks_like_pointer, parse_pointer
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .repo import Repo
+
+T = TypeVar("T")
+
+#: A tracked file of this name at the root of a version gives the labels.
+LABELS_FILE = "labels.csv"
+#: The ``where`` keys :func:`open` understands.
+WHERE_KEYS = ("label", "min_width", "min_height", "max_width", "max_height", "added_since")
+_SIZE_KEYS = ("min_width", "min_height", "max_width", "max_height")
+#: Images read ahead of the consumer by :meth:`Dataset.iter_bytes`.
+DEFAULT_PREFETCH = 16
+
+
+# -- the source interface ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SourceEntry:
+    """One file of a version, as a source lists it."""
+
+    path: str
+    kind: str  # "media" (an LFS pointer) | "blob" (an ordinary git blob)
+    blob: str  # git blob id (of the pointer, for media)
+    oid: str | None  # SHA-256 of the media bytes; None for blobs
+    size: int  # bytes of the media object, or of the blob
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    """What the catalog knows about one media object (derived data)."""
+
+    width: int | None
+    height: int | None
+    format: str | None
+
+
+class Source(Protocol):
+    """Where a dataset's history and bytes come from.
+
+    Everything here is keyed by commit id or oid, so a source can cache
+    freely. Implementations must be picklable without open handles (reopen
+    lazily, per process) and must verify media bytes against their oid:
+    :meth:`read` never returns bytes that do not hash to ``oid``.
+    """
+
+    def describe(self) -> str:
+        """A human name for messages (a path or URL)."""
+        ...
+
+    def resolve(self, rev: str) -> str:
+        """The commit id a revision names now; raises BadRevision."""
+        ...
+
+    def list_entries(self, rev: str) -> list[SourceEntry]:
+        """Every file of a version (names validated, pointers parsed strictly)."""
+        ...
+
+    def read_blob(self, blob_id: str) -> builtins.bytes:
+        """An ordinary git blob (e.g. ``labels.csv``)."""
+        ...
+
+    def image_facts(self, oids: Sequence[str]) -> dict[str, ImageFacts]:
+        """Known facts by oid; oids the source knows nothing about are left out."""
+        ...
+
+    def read(self, oid: str) -> builtins.bytes:
+        """Verified bytes; raises MissingMedia or CorruptObject."""
+        ...
+
+    def read_many(
+        self, oids: Sequence[str], *, prefetch: int = DEFAULT_PREFETCH
+    ) -> Iterator[builtins.bytes]:
+        """Verified bytes of each oid, in order, reading up to ``prefetch`` ahead."""
+        ...
+
+    def object_path(self, oid: str) -> str | None:
+        """A local read-only file holding the object, if there is one (for hardlinks)."""
+        ...
+
+
+class LocalSource:
+    """A repository on this machine (work tree or bare).
+
+    Reads need no work tree: history comes from the git directory, bytes from
+    its media store. The git repository is opened lazily and again in each
+    process; pickling keeps only paths.
+    """
+
+    def __init__(self, root: str, *, bare: bool) -> None:
+        from .repo import GIT_DIR
+
+        self.root = os.path.abspath(root)
+        self.bare = bare
+        self.git_dir = self.root if bare else os.path.join(self.root, GIT_DIR)
+        self.media = MediaStore(os.path.join(self.git_dir, "lfs"))
+        self._repo: Repo | None = None
+        self._pid = -1
+        self._pointers: dict[str, Pointer] = {}
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | Repo) -> LocalSource:
+        from .repo import Repo
+
+        repo = path if isinstance(path, Repo) else Repo.open(os.fspath(path), search_parents=False)
+        source = cls(repo.root, bare=repo.bare)
+        if repo is not path:
+            source._repo, source._pid = repo, os.getpid()
+        return source
+
+    def _git(self) -> Repo:
+        from .repo import Repo
+
+        if self._repo is None or self._pid != os.getpid():
+            # In a forked child the parent's handle is abandoned, not closed: its
+            # file descriptors and maps are shared with the parent.
+            self._repo = Repo(self.root, bare=self.bare)
+            self._pid = os.getpid()
+        return self._repo
+
+    def close(self) -> None:
+        if self._repo is not None and self._pid == os.getpid():
+            self._repo.close()
+        self._repo = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_repo"] = None  # never pickle dulwich / sqlite handles
+        state["_pid"] = -1
+        state["_pointers"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def describe(self) -> str:
+        return self.root
+
+    def resolve(self, rev: str) -> str:
+        return self._git().resolve(rev)
+
+    def list_entries(self, rev: str) -> list[SourceEntry]:
+        repo = self._git()
+        store = repo.store
+        out = []
+        for path, _mode, blob in trees.walk(store, repo.tree_of(rev)):
+            try:
+                type_num, data = store.get_raw(blob.encode())
+            except KeyError:
+                raise MissingObject(
+                    blob, f"the blob of {path!r} is not in the repository"
+                ) from None
+            if type_num != 3:  # a tree entry with a file mode must name a blob
+                raise UnsafeTreeEntry(path, f"expected a blob, found object type {type_num}")
+            if looks_like_pointer(data):
+                pointer = self._pointers.get(blob)
+                if pointer is None:
+                    pointer = self._pointers[blob] = parse_pointer(data)
+                out.append(SourceEntry(path, "media", blob, pointer.oid, pointer.size))
+            else:
+                out.append(SourceEntry(path, "blob", blob, None, len(data)))
+        return out
+
+    def read_blob(self, blob_id: str) -> builtins.bytes:
+        return trees.blob_bytes(self._git().store, blob_id)
+
+    def image_facts(self, oids: Sequence[str]) -> dict[str, ImageFacts]:
+        """From the catalog, opened read-only (opening a dataset never writes).
+
+        The catalog is derived data: if it is absent, of another version, or
+        unreadable, nothing is known and dimensions are read from the images
+        when a filter needs them.
+        """
+        from .catalog import CATALOG_VERSION
+
+        path = os.path.join(self.git_dir, "pixvcs", "catalog.db")
+        if not os.path.exists(path) or not oids:
+            return {}
+        out: dict[str, ImageFacts] = {}
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        except sqlite3.Error:  # unreadable catalog: derived data, treat as empty
+            return {}
+        try:
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("catalog_version") != str(CATALOG_VERSION):
+                return {}
+            unique = sorted(set(oids))
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for oid, width, height, fmt in db.execute(
+                    f"SELECT oid, width, height, format FROM images WHERE oid IN ({marks})",
+                    chunk,
+                ):
+                    out[oid] = ImageFacts(width, height, fmt)
+        except sqlite3.Error:  # missing tables, locked, corrupt: derived data, treat as empty
+            return {}
+        finally:
+            db.close()
+        return out
+
+    def read(self, oid: str) -> builtins.bytes:
+        try:
+            return self.media.read(oid)
+        except FileNotFoundError:
+            raise MissingMedia([("", oid)], self.media.root) from None
+
+    def read_many(
+        self, oids: Sequence[str], *, prefetch: int = DEFAULT_PREFETCH
+    ) -> Iterator[builtins.bytes]:
+        if prefetch <= 1:
+            for oid in oids:
+                yield self.read(oid)
+            return
+        # File reads and SHA-256 release the GIL: a few threads keep the disk and
+        # the cores busy while the consumer works. Work goes out in small batches
+        # (a future per image costs as much as reading a cached one); at most
+        # about `prefetch` images are read and not yet consumed.
+        batch = max(1, min(8, prefetch // 2))
+        batches = [oids[i : i + batch] for i in range(0, len(oids), batch)]
+        workers = min(4, os.cpu_count() or 1, len(batches) or 1)
+        pool = ThreadPoolExecutor(max_workers=workers)
+        pending: deque[Future[list[builtins.bytes]]] = deque()
+        ahead = max(1, prefetch // batch)
+        todo = iter(batches)
+        try:
+            for chunk in todo:
+                pending.append(pool.submit(self._read_batch, chunk))
+                if len(pending) >= ahead:
+                    break
+            while pending:
+                done = pending.popleft().result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append(pool.submit(self._read_batch, nxt))
+                yield from done
+        finally:
+            for f in pending:
+                f.cancel()
+            pool.shutdown(wait=True)
+
+    def _read_batch(self, oids: Sequence[str]) -> list[builtins.bytes]:
+        return [self.read(oid) for oid in oids]
+
+    def object_path(self, oid: str) -> str | None:
+        return self.media.path(oid)
+
+
+# -- records and datasets --------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One image of a pinned version.
+
+    ``label`` is the top-level folder (None for an image at the root), or the
+    version's ``labels.csv`` entry when it has one. ``width`` and ``height``
+    come from the catalog, or from the image header when a size filter had to
+    read it; None when neither is known (``image().size`` then has them).
+    """
+
+    path: str
+    label: str | None
+    oid: str
+    size: int
+    width: int | None
+    height: int | None
+    _source: Source = field(repr=False, compare=False)
+
+    def bytes(self) -> builtins.bytes:
+        """The image's exact bytes, verified against ``oid`` (CorruptObject if not)."""
+        try:
+            return self._source.read(self.oid)
+        except MissingMedia as e:
+            raise MissingMedia([(self.path, self.oid)], e.where) from None
+
+    def image(self, exif_transpose: bool = False) -> Image.Image:
+        """The decoded image (Pillow), fully loaded; with ``exif_transpose`` the
+        EXIF orientation is applied, as a camera viewer would show it."""
+        return _decode(self.bytes(), exif_transpose)
+
+
+def _decode(data: builtins.bytes, exif_transpose: bool) -> Image.Image:
+    from PIL import Image, ImageOps
+
+    im: Image.Image = Image.open(io.BytesIO(data))
+    im.load()
+    if exif_transpose:
+        im = ImageOps.exif_transpose(im)
+    return im
+
+
+class Dataset:
+    """The images of one commit, in path order; a map-style dataset.
+
+    ``len(ds)``, ``ds[i]`` (a :class:`Record`), ``ds[a:b]`` (a Dataset of
+    those records), iteration. Picklable: DataLoader workers and process
+    pools receive paths and records, and reopen the repository themselves.
+    """
+
+    def __init__(self, source: Source, commit: str, records: Sequence[Record]) -> None:
+        self.source = source
+        self.commit = commit
+        self.records: tuple[Record, ...] = tuple(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Dataset: ...
+
+    def __getitem__(self, index: int | slice) -> Record | Dataset:
+        if isinstance(index, slice):
+            return Dataset(self.source, self.commit, self.records[index])
+        return self.records[index]
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records)
+
+    def __repr__(self) -> str:
+        return f"<pixvcs.Dataset {self.source.describe()} @ {self.commit[:12]}: {len(self)} images>"
+
+    @property
+    def classes(self) -> list[str]:
+        """The distinct labels, sorted (unlabelled images have none)."""
+        return sorted({r.label for r in self.records if r.label is not None})
+
+    def iter_bytes(self, *, prefetch: int = DEFAULT_PREFETCH) -> Iterator[tuple[Record, bytes]]:
+        """``(record, verified bytes)`` in order, reading up to ``prefetch`` images
+        ahead in background threads; memory stays bounded by the window."""
+        records = self.records
+        data = self.source.read_many([r.oid for r in records], prefetch=prefetch)
+        yield from zip(records, data, strict=True)
+
+    def with_transform(self, fn: Callable[[Record], T]) -> TransformedDataset[T]:
+        """A map-style dataset whose items are ``fn(record)`` (e.g. a tensor and a
+        class index for PyTorch). ``fn`` must be picklable (a module-level
+        function) when DataLoader workers are started with ``spawn``."""
+        return TransformedDataset(self, fn)
+
+    def to_hf(self) -> Any:
+        """A Hugging Face ``datasets.Dataset`` with columns ``image`` (an Image
+        feature holding the bytes), ``label``, ``path`` and ``oid``. Needs the
+        ``datasets`` library; raises :class:`MissingDependency` without it."""
+        try:
+            import datasets  # type: ignore[import-not-found, unused-ignore]
+        except ImportError:
+            raise MissingDependency("datasets", "Dataset.to_hf()") from None
+        features = datasets.Features(
+            {
+                "image": datasets.Image(),
+                "label": datasets.Value("string"),
+                "path": datasets.Value("string"),
+                "oid": datasets.Value("string"),
+            }
+        )
+        return datasets.Dataset.from_generator(
+            _hf_rows, gen_kwargs={"dataset": self}, features=features
+        )
+
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _hf_rows(dataset: Dataset) -> Iterator[dict[str, Any]]:
+    for record, data in dataset.iter_bytes():
+        yield {
+            "image": {"bytes": data, "path": record.path},
+            "label": record.label,
+            "path": record.path,
+            "oid": record.oid,
+        }
+
+
+class TransformedDataset(Generic[T]):
+    """``Dataset.with_transform(fn)``: items are ``fn(record)``."""
+
+    def __init__(self, dataset: Dataset, fn: Callable[[Record], T]) -> None:
+        self.dataset = dataset
+        self.fn = fn
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> T:
+        return self.fn(self.dataset.records[index])
+
+    def __iter__(self) -> Iterator[T]:
+        return (self.fn(r) for r in self.dataset.records)
+
+
+# -- opening ----------------------------------------------------------------------------
+def open(
+    path: str | os.PathLike[str] | Repo,
+    rev: str = "HEAD",
+    *,
+    include: str | Iterable[str] | None = None,
+    where: Mapping[str, Any] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+) -> Dataset:
+    """The images of ``rev`` in the repository at ``path``, pinned to its commit.
+
+    ``include``: path globs (``fnmatch``, case-sensitive, ``*`` also matches
+    ``/``); an image is kept if any matches. ``where``: filters, see
+    :data:`WHERE_KEYS` and docs/python-api.md. ``cache_dir`` and ``token`` are
+    for remote sources; a local repository needs neither (it reads its own
+    media store) and ignores them.
+    """
+    if isinstance(path, str) and "://" in path:
+        raise UsageError(
+            f"{path}: remote repositories are not supported yet; open a local repository"
+        )
+    filters = _Filters.parse(where)
+    globs = [include] if isinstance(include, str) else list(include or [])
+    source = LocalSource.open(path)
+    try:
+        return select(source, rev, include=globs, filters=filters)
+    finally:
+        source.close()  # the dataset holds no handle; reads reopen lazily
+
+
+def select(source: Source, rev: str, *, include: Sequence[str], filters: _Filters) -> Dataset:
+    """List ``rev`` once through ``source`` and keep the images that pass."""
+    commit = source.resolve(rev)
+    entries = source.list_entries(commit)
+    media = [e for e in entries if e.kind == "media" and e.oid is not None]
+    facts = source.image_facts([e.oid for e in media if e.oid is not None])
+
+    def is_image(e: SourceEntry) -> bool:
+        known = facts.get(e.oid or "")
+        return has_image_extension(e.path) or (known is not None and known.format is not None)
+
+    images = [e for e in media if is_image(e)]
+    if include:
+        images = [e for e in images if any(fnmatchcase(e.path, g) for g in include)]
+    labels = _labels_of(source, entries)
+    label_of: Callable[[str], str | None] = labels.get if labels is not None else _folder_label
+    if filters.labels is not None:
+        wanted = filters.labels
+        images = [e for e in images if label_of(e.path) in wanted]
+    if filters.added_since is not None:
+        since = source.resolve(filters.added_since)
+        old = {(e.path, e.oid) for e in source.list_entries(since) if e.kind == "media"}
+        images = [e for e in images if (e.path, e.oid) not in old]
+    dims: dict[str, tuple[int | None, int | None]] = {
+        oid: (f.width, f.height) for oid, f in facts.items() if f.width is not None
+    }
+    if filters.needs_size:
+        unknown = sorted({e.oid for e in images if e.oid not in dims and e.oid is not None})
+        for oid, data in zip(unknown, source.read_many(unknown), strict=True):
+            dims[oid] = _header_size(data)
+        images = [e for e in images if filters.size_ok(dims.get(e.oid or ""))]
+    records = []
+    for e in images:
+        oid = e.oid or ""
+        width, height = dims.get(oid, (None, None))
+        records.append(Record(e.path, label_of(e.path), oid, e.size, width, height, source))
+    records.sort(key=lambda r: r.path)
+    return Dataset(source, commit, records)
+
+
+def _folder_label(path: str) -> str | None:
+    head, sep, _ = path.partition("/")
+    return head if sep else None
+
+
+def _header_size(data: builtins.bytes) -> tuple[int | None, int | None]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        # an image stored with --allow-invalid: no size, so no size filter passes it
+        return (None, None)
+
+
+# -- labels.csv ---------------------------------------------------------------------------
+def _labels_of(source: Source, entries: Sequence[SourceEntry]) -> dict[str, str | None] | None:
+    found = next((e for e in entries if e.path == LABELS_FILE), None)
+    if found is None:
+        return None
+    if found.kind != "blob":
+        raise LabelsFileError(LABELS_FILE, "is stored as media, not as a text file")
+    return parse_labels(source.read_blob(found.blob))
+
+
+def parse_labels(data: builtins.bytes) -> dict[str, str | None]:
+    """``labels.csv``: UTF-8 CSV with a header naming (at least) ``path`` and
+    ``label``; one row per image, its version path exactly; an empty label
+    means unlabelled. A path listed twice with different labels is an error."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise LabelsFileError(LABELS_FILE, f"not UTF-8 ({e.reason})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        fields = reader.fieldnames or []
+        if "path" not in fields or "label" not in fields:
+            raise LabelsFileError(
+                LABELS_FILE, f"the header must name 'path' and 'label' columns, found {fields}"
+            )
+        out: dict[str, str | None] = {}
+        for row in reader:
+            where = f"{LABELS_FILE}, line {reader.line_num}"
+            path, label = row.get("path"), row.get("label")
+            if path is None or label is None:
+                raise LabelsFileError(where, "missing the path or label field")
+            if not path:
+                raise LabelsFileError(where, "empty path")
+            value = label or None
+            if path in out and out[path] != value:
+                raise LabelsFileError(where, f"{path!r} is labelled twice, differently")
+            out[path] = value
+    except csv.Error as e:
+        raise LabelsFileError(LABELS_FILE, f"not valid CSV: {e}") from None
+    return out
+
+
+# -- where --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Filters:
+    labels: frozenset[str] | None = None
+    min_width: int | None = None
+    min_height: int | None = None
+    max_width: int | None = None
+    max_height: int | None = None
+    added_since: str | None = None
+
+    @classmethod
+    def parse(cls, where: Mapping[str, Any] | None) -> _Filters:
+        if not where:
+            return cls()
+        unknown = sorted(set(where) - set(WHERE_KEYS))
+        if unknown:
+            raise UsageError(
+                f"unknown 'where' key(s) {', '.join(unknown)}; known: {', '.join(WHERE_KEYS)}"
+            )
+        values: dict[str, Any] = {}
+        label = where.get("label")
+        if label is not None:
+            items = [label] if isinstance(label, str) else list(label)
+            if not items or not all(isinstance(x, str) for x in items):
+                raise UsageError("where['label'] must be a string or a list of strings")
+            values["labels"] = frozenset(items)
+        for key in _SIZE_KEYS:
+            v = where.get(key)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise UsageError(f"where[{key!r}] must be a non-negative integer, not {v!r}")
+            values[key] = v
+        since = where.get("added_since")
+        if since is not None:
+            if not isinstance(since, str) or not since:
+                raise UsageError("where['added_since'] must be a revision name")
+            values["added_since"] = since
+        return cls(**values)
+
+    @property
+    def needs_size(self) -> bool:
+        return any(getattr(self, k) is not None for k in _SIZE_KEYS)
+
+    def size_ok(self, dims: tuple[int | None, int | None] | None) -> bool:
+        w, h = dims if dims is not None else (None, None)
+        if w is None or h is None:
+            return False
+        return (
+            (self.min_width is None or w >= self.min_width)
+            and (self.min_height is None or h >= self.min_height)
+            and (self.max_width is None or w <= self.max_width)
+            and (self.max_height is None or h <= self.max_height)
+        )
+
+
+def parse_where(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (the CLI's ``--where``) as a ``where`` mapping.
+
+    ``label`` may repeat (any of them matches); size bounds are integers.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UsageError(f"--where expects KEY=VALUE, got {item!r}")
+        if key not in WHERE_KEYS:
+            raise UsageError(f"unknown --where key {key!r}; known: {', '.join(WHERE_KEYS)}")
+        if key == "label":
+            out.setdefault("label", []).append(value)
+        elif key in _SIZE_KEYS:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                raise UsageError(f"--where {key} expects an integer, got {value!r}") from None
+        else:
+            out[key] = value
+    _Filters.parse(out)  # validate now, with the same messages as the API
+    return out
