@@ -962,6 +962,67 @@ class Repo(AbstractContextManager["Repo"]):
         if not ok:
             raise RefConflict(ref.decode())
 
+    def commit_files(
+        self,
+        branch: str,
+        files: Sequence[tuple[str, str, int] | tuple[str, bytes]],
+        message: str,
+        *,
+        base: str | None = None,
+        author: str | None = None,
+    ) -> str:
+        """Commit files onto ``branch`` without touching the work tree or the index
+        (crawl workers stage versions this way for review).
+
+        ``files`` are ``(path, oid, size)`` for media already in the media store,
+        or ``(path, content)`` for ordinary files. The new commit's parent is the
+        branch's head, or ``base`` (a revision) when the branch does not exist
+        yet; the branch moves by compare-and-swap. Returns the commit id."""
+        with self.lock():
+            ref = _ref(f"refs/heads/{branch}")
+            _check_ref_name(branch)
+            try:
+                parent: str | None = self.git.refs[ref].decode()
+            except KeyError:
+                parent = self.resolve(base) if base else self.head_commit()
+            new_objects: list[tuple[ShaFile, str | None]] = []
+            changes: list[tuple[str, int | None, str | None]] = []
+            missing = []
+            for item in files:
+                path = self.relpath(item[0]) if os.path.isabs(item[0]) else item[0]
+                for part in path.split("/"):
+                    trees.check_name(part.encode(), "")
+                if len(item) == 3:
+                    _p, oid, size = item
+                    if not self.media.has(oid):
+                        missing.append((path, oid))
+                    blob = dobj.Blob.from_string(format_pointer(oid, size))
+                else:
+                    blob = dobj.Blob.from_string(item[1])
+                new_objects.append((blob, path))
+                changes.append((path, 0o100644, blob.id.decode()))
+            if missing:
+                raise MissingMedia(missing, self.media.root)
+            base_tree = self._commit(parent).tree if parent else None
+            tree_id = trees.update(self.store, base_tree, changes, new_objects)
+            commit_id = self._write_commit(
+                tree_id,
+                [parent] if parent else [],
+                message,
+                author=author,
+                committer=None,
+                timestamp=None,
+                objects=new_objects,
+            )
+            old = _oid(parent) if parent else None
+            if old is None or ref not in self.git.refs:
+                ok = self._refs(self.git.refs.add_if_new, ref, _oid(commit_id))
+            else:
+                ok = self._refs(self.git.refs.set_if_equals, ref, old, _oid(commit_id))
+            if not ok:
+                raise RefConflict(ref.decode())
+            return commit_id
+
     # -- history -------------------------------------------------------------------
     def commit_info(self, commit_id: str) -> CommitInfo:
         c = self._commit(commit_id)

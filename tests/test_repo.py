@@ -13,6 +13,7 @@ from pixvcs import (
     InvalidImages,
     LocalChanges,
     MergeConflict,
+    MissingMedia,
     NothingToCommit,
     Repo,
     RepositoryExists,
@@ -616,3 +617,24 @@ def test_catalog_from_another_phash_recipe_is_not_mixed(repo: Repo) -> None:
     assert repo.catalog.get(oid) is None
     repo.rebuild_catalog()
     assert repo.catalog.get(oid) is not None
+
+
+def test_commit_files_stages_a_version_on_a_branch_without_touching_the_work_tree(repo: Repo) -> None:
+    from tests.imagegen import image_bytes
+
+    make_dataset(repo.root, {"a": 1})
+    base = _commit_all(repo, "base")
+    before = snapshot(repo.root)
+    data = image_bytes(77)
+    oid = repo.media.add_bytes(data)
+    c1 = repo.commit_files("crawl/job1", [("b/new.jpg", oid, len(data)), ("prov.jsonl", b"{}\n")],
+                           "crawl", base="main", author=AUTHOR)
+    assert repo.branches()["crawl/job1"] == c1 and repo.commit_info(c1).parents == [base]
+    assert snapshot(repo.root) == before and repo.status().clean
+    assert {e.path for e in repo.ls("crawl/job1")} == {".gitattributes", "a/0000.jpg", "b/new.jpg", "prov.jsonl"}
+    c2 = repo.commit_files("crawl/job1", [("prov.jsonl", b"{}\n{}\n")], "more", author=AUTHOR)
+    assert repo.commit_info(c2).parents == [c1]
+    with pytest.raises(MissingMedia):
+        repo.commit_files("crawl/job1", [("x.jpg", "0" * 64, 3)], "bad", author=AUTHOR)
+    assert repo.merge("crawl/job1").kind == "fast-forward"
+    assert Path(repo.root, "b", "new.jpg").read_bytes() == data
