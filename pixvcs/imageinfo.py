@@ -26,8 +26,8 @@ MAX_PIXELS = 89_478_485
 #: Frames decoded at most when validating an animated image.
 MAX_FRAMES = 1000
 PHASH_RECIPE = (
-    "phash-v1: Pillow decode; JPEG decoded with draft('L', (64, 64)); other formats "
-    "convert('L') then reduce(min(w, h) // 64) when that is >= 2; then the algorithm of "
+    "phash-v2: Pillow decode; JPEG decoded with draft('L', (32, 32)); then convert('L') "
+    "and reduce(min(w, h) // 32) when that is >= 2; then the algorithm of "
     "imagehash.phash(hash_size=8, highfreq_factor=4); 16 hex digits"
 )
 
@@ -102,10 +102,10 @@ def inspect_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
             if fmt == "JPEG":
                 # Draft mode decodes at 1/2..1/8 scale but still reads the whole scan,
                 # so truncation and corrupt entropy data are still caught.
-                im.draft("L", (64, 64))
+                im.draft("L", (32, 32))
             im.load()
             gray = im.convert("L")
-            factor = min(gray.size) // 64
+            factor = min(gray.size) // 32
             if factor >= 2:
                 gray = gray.reduce(factor)
             for frame in range(1, n_frames):

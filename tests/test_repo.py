@@ -355,7 +355,7 @@ def test_catalog_rebuild(repo: Repo) -> None:
     result = repo.rebuild_catalog()
     assert result["objects"] == 3
     assert repo.catalog.get_many(oids) == before
-    assert "phash-v1" in repo.catalog.meta()["phash_recipe"]
+    assert "phash-v2" in repo.catalog.meta()["phash_recipe"]
 
 
 def test_diff_reports_dataset_changes(repo: Repo) -> None:
