@@ -254,11 +254,17 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.option("-m", "--message", required=True, help="The commit message.")
 @click.option("--author", default=None, help='Override the author: "Name <email>".')
 @click.option("--allow-empty", is_flag=True, help="Record a commit even with nothing staged.")
+@click.option("--no-verify", is_flag=True, help="Do not run the pre-commit hook.")
 @json_option
 @click.pass_context
 @handle_errors
 def commit(
-    ctx: click.Context, message: str, author: str | None, allow_empty: bool, as_json: bool
+    ctx: click.Context,
+    message: str,
+    author: str | None,
+    allow_empty: bool,
+    no_verify: bool,
+    as_json: bool,
 ) -> None:
     """Record the staged files as a new version.
 
@@ -268,7 +274,7 @@ def commit(
     """
     with open_repo(ctx) as repo:
         who = author or identity_from_env()
-        cid = repo.commit(message, author=who, allow_empty=allow_empty)
+        cid = repo.commit(message, author=who, allow_empty=allow_empty, verify=not no_verify)
         info = repo.commit_info(cid)
         branch = repo.current_branch()
     if as_json:
@@ -926,6 +932,32 @@ def hook_pre_receive(ctx: click.Context) -> None:
         sys.exit(1)
 
 
+@main.group(name="hooks")
+def hooks_group() -> None:
+    """Hooks that run pixvcs check before commits and pushes."""
+
+
+@hooks_group.command(name="install")
+@click.argument("names", nargs=-1)
+@click.option("-f", "--force", is_flag=True, help="Replace existing hooks of the same name.")
+@click.pass_context
+@handle_errors
+def hooks_install(ctx: click.Context, names: tuple[str, ...], force: bool) -> None:
+    """Install the pre-commit and pre-push hooks (or only NAMES) into the
+    repository: commits and pushes then have to satisfy pixvcs.toml.
+
+    \b
+    Example:
+      pixvcs hooks install
+    """
+    from .hooks import SCRIPTS, install
+
+    with open_repo(ctx) as repo:
+        written = install(repo, names or tuple(SCRIPTS), force=force)
+    for path in written:
+        click.echo(f"installed {path}")
+
+
 @main.group()
 def catalog() -> None:
     """The image catalog (derived data: dimensions, format, perceptual hash)."""
@@ -948,5 +980,9 @@ def catalog_rebuild(ctx: click.Context, as_json: bool) -> None:
 # Commands kept in modules of their own register themselves on import.
 from . import cli_check, cli_export  # noqa: E402,F401
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+if __name__ == "__main__":  # pragma: no cover - `python -m pixvcs.cli`
+    # run the `main` of the imported module, where the other modules' commands
+    # registered, not this __main__ copy of it
+    from pixvcs.cli import main as _main
+
+    _main()

@@ -20,9 +20,11 @@ turns each into a one-line message and a non-zero exit code::
     ├── MergeConflict           both sides changed the same paths (carries them)
     ├── NothingToCommit         commit with no staged change
     ├── RefConflict             a compare-and-swap ref update lost a race
+    ├── HookFailed              a hook (pre-commit, pre-push) refused the operation
     ├── MissingDependency       an optional library a method needs is not installed
     ├── LabelsFileError         a version's labels.csv is malformed
     └── UsageError              a request that makes no sense (exit code 2)
+        └── CrawlInputError     a crawl's URL list, config or option is malformed (names the line)
 """
 
 from __future__ import annotations
@@ -207,7 +209,30 @@ class LabelsFileError(PixvcsError):
         self.why = why
 
 
+class HookFailed(PixvcsError):
+    """Raised when a hook in .pixvcs/hooks exits non-zero; the operation did not happen."""
+
+    def __init__(self, hook: str, status: int, output: str) -> None:
+        shown = output if len(output) < 4000 else output[:4000] + "\n..."
+        super().__init__(f"the {hook} hook refused (exit {status}):\n{shown}")
+        self.hook = hook
+        self.status = status
+        self.output = output
+
+
 class UsageError(PixvcsError):
     """Raised for a request that makes no sense (e.g. deleting the current branch)."""
 
     exit_code = 2
+
+
+class CrawlInputError(UsageError):
+    """Raised before anything is fetched when a crawl's input (a URL list, a keyword
+    config, an option) is malformed; names the file and line (0: the whole file)."""
+
+    def __init__(self, source: str, line: int, why: str) -> None:
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {why}")
+        self.source = source
+        self.line = line
+        self.why = why

@@ -852,7 +852,16 @@ class Repo(AbstractContextManager["Repo"]):
         committer: str | None = None,
         allow_empty: bool = False,
         timestamp: int | None = None,
+        verify: bool = True,
     ) -> str:
+        """Record the staged changes as a new commit on the current branch.
+
+        With ``verify``, the repository's pre-commit hook (if installed) runs
+        first and can refuse the commit (HookFailed)."""
+        if verify:
+            from .hooks import run as run_hook
+
+            run_hook(self, "pre-commit")
         with self.lock():
             return self._commit_index(
                 message,

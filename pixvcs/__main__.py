@@ -1,0 +1,5 @@
+"""``python -m pixvcs``: the command line."""
+
+from .cli import main
+
+main()
