@@ -9,6 +9,7 @@ hash recipe and library versions the rows were computed with.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,15 +33,19 @@ class CatalogRow:
 
 
 class Catalog:
-    def __init__(self, path: str) -> None:
-        import sqlite_utils  # imported here: commands that never touch the catalog start faster
+    """Reads go through a plain sqlite3 connection; sqlite-utils (slow to import)
+    creates the schema and writes the meta rows, which is rare."""
 
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.db: Any = sqlite_utils.Database(path)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        images = self.db.table("images")
-        if not images.exists():
-            images.create(
+        self.conn = sqlite3.connect(path)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self._db: Any = None
+        exists = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'images'"
+        ).fetchone()
+        if not exists:
+            self.db.table("images").create(
                 {
                     "oid": str,
                     "size": int,
@@ -63,6 +68,15 @@ class Catalog:
         ):
             self.clear()  # never mix hashes of two recipes: rebuild recomputes them
 
+    @property
+    def db(self) -> Any:
+        """The catalog as a sqlite-utils Database (on the same connection)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
     def _write_meta(self) -> None:
         self.db.table("meta").upsert_all(
             [
@@ -74,10 +88,10 @@ class Catalog:
         )
 
     def meta(self) -> dict[str, str]:
-        return {r["key"]: r["value"] for r in self.db.table("meta").rows}
+        return {str(k): str(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
 
     def close(self) -> None:
-        self.db.close()
+        self.conn.close()
 
     def record(self, rows: Iterable[tuple[str, int, ImageInfo | None, str | None]]) -> None:
         """Record ``(oid, size, info, error)``; one transaction (a plain executemany:
@@ -97,8 +111,8 @@ class Catalog:
             for oid, size, info, error in rows
         ]
         if records:
-            with self.db.conn:
-                self.db.conn.executemany(
+            with self.conn:
+                self.conn.executemany(
                     "INSERT OR REPLACE INTO images(oid, size, width, height, format, mode,"
                     " phash, valid, error) VALUES (?,?,?,?,?,?,?,?,?)",
                     records,
@@ -113,7 +127,7 @@ class Catalog:
         for start in range(0, len(oids), 500):
             chunk = list(oids[start : start + 500])
             marks = ",".join("?" * len(chunk))
-            for r in self.db.execute(
+            for r in self.conn.execute(
                 f"SELECT oid, size, width, height, format, mode, phash, valid, error"
                 f" FROM images WHERE oid IN ({marks})",
                 chunk,
@@ -122,16 +136,16 @@ class Catalog:
         return out
 
     def clear(self) -> None:
-        with self.db.conn:
-            self.db.execute("DELETE FROM images")
+        with self.conn:
+            self.conn.execute("DELETE FROM images")
             self._write_meta()
 
     def remove(self, oids: Iterable[str]) -> None:
-        with self.db.conn:
-            self.db.conn.executemany("DELETE FROM images WHERE oid = ?", ((o,) for o in oids))
+        with self.conn:
+            self.conn.executemany("DELETE FROM images WHERE oid = ?", ((o,) for o in oids))
 
     def count(self) -> int:
-        return int(self.db.table("images").count)
+        return int(self.conn.execute("SELECT count(*) FROM images").fetchone()[0])
 
 
 def rebuild(
