@@ -248,9 +248,7 @@ def check(
     head_commit = repo.resolve(head_rev)
     head_files = _tree_files(repo, head_commit)
     if base_rev is None:
-        return _evaluate(
-            repo, "version", (head_rev, head_commit), None, head_files, None, progress
-        )
+        return _evaluate(repo, "version", (head_rev, head_commit), None, head_files, None, progress)
     base_commit = _merge_base(repo, repo.resolve(base_rev), head_commit)
     base_files = _tree_files(repo, base_commit)
     return _evaluate(
@@ -459,9 +457,7 @@ def _image_rules(policy: Policy, images: list[_Image], rules: _Rules) -> None:
     for im in scope:
         if not im.valid:
             rules.add(
-                Violation(
-                    "images.decodable", f"{im.path}: {im.error}", [im.path], oids=[im.oid]
-                )
+                Violation("images.decodable", f"{im.path}: {im.error}", [im.path], oids=[im.oid])
             )
             continue
         if p.formats is not None and im.format not in p.formats:

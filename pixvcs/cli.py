@@ -61,6 +61,9 @@ def open_repo(ctx: click.Context) -> Iterator[Any]:
     from .repo import Repo
 
     repo = Repo.open(ctx.obj["cwd"])
+    # the command line's one source of a token from the environment: HTTP
+    # remotes with none in their URL or config use PIXVCS_TOKEN
+    repo.token = os.environ.get("PIXVCS_TOKEN") or None
     try:
         yield repo
     finally:
@@ -774,6 +777,7 @@ def remote_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("branches", nargs=-1)
 @click.option("--tags", is_flag=True, help="Push all tags too.")
 @click.option("-f", "--force", is_flag=True, help="Allow a non-fast-forward update.")
+@click.option("--no-verify", is_flag=True, help="Do not run the pre-push hook.")
 @json_option
 @click.pass_context
 @handle_errors
@@ -783,6 +787,7 @@ def push(
     branches: tuple[str, ...],
     tags: bool,
     force: bool,
+    no_verify: bool,
     as_json: bool,
 ) -> None:
     """Send versions to REMOTE (default origin): images first, then history,
@@ -794,7 +799,12 @@ def push(
     """
     with open_repo(ctx) as repo:
         result = repo.push(
-            remote_name, branches, tags=tags, force=force, progress=progress_for(as_json)
+            remote_name,
+            branches,
+            tags=tags,
+            force=force,
+            verify=not no_verify,
+            progress=progress_for(as_json),
         )
     if as_json:
         emit_json(result.to_json())
@@ -882,7 +892,13 @@ def clone(
         url = user_path(ctx, url)
     name = directory or os.path.basename(url.rstrip("/")).removesuffix(".git") or "dataset"
     dest = user_path(ctx, name)
-    repo = Repo.clone(url, dest, rev=rev, progress=progress_for(as_json))
+    repo = Repo.clone(
+        url,
+        dest,
+        rev=rev,
+        token=os.environ.get("PIXVCS_TOKEN") or None,
+        progress=progress_for(as_json),
+    )
     try:
         head, branch = repo.head_commit(), repo.current_branch()
         media = sum(1 for _ in repo.media)
@@ -978,7 +994,7 @@ def catalog_rebuild(ctx: click.Context, as_json: bool) -> None:
 
 
 # Commands kept in modules of their own register themselves on import.
-from . import cli_check, cli_export  # noqa: E402,F401
+from . import cli_check, cli_crawl, cli_export, cli_serve  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover - `python -m pixvcs.cli`
     # run the `main` of the imported module, where the other modules' commands

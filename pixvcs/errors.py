@@ -20,6 +20,7 @@ turns each into a one-line message and a non-zero exit code::
     ├── MergeConflict           both sides changed the same paths (carries them)
     ├── NothingToCommit         commit with no staged change
     ├── RefConflict             a compare-and-swap ref update lost a race
+    ├── RemoteError             a remote is unreachable or answers with an error
     ├── HookFailed              a hook (pre-commit, pre-push) refused the operation
     ├── MissingDependency       an optional library a method needs is not installed
     ├── LabelsFileError         a version's labels.csv is malformed
@@ -207,6 +208,15 @@ class LabelsFileError(PixvcsError):
         super().__init__(f"{path}: {why}")
         self.path = path
         self.why = why
+
+
+class RemoteError(PixvcsError):
+    """Raised when a remote cannot be reached or answers with an error (HTTP
+    status, malformed response, refused credentials); carries the URL."""
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(f"{url}: {message}")
+        self.url = url
 
 
 class HookFailed(PixvcsError):

@@ -14,6 +14,7 @@ import fcntl
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,8 +65,11 @@ def atomic_rename(tmp: str, dest: str, *, readonly: bool = False) -> None:
         os.rename(tmp, dest)
     except FileNotFoundError:
         parent = os.path.dirname(dest)
-        if not parent or os.path.isdir(parent):
+        if not parent:
             raise
+        # The parent was missing, or another thread or process has just created it
+        # (two writers of objects with the same fan-out prefix race here): make
+        # sure it exists and try once more. A missing tmp file fails again.
         os.makedirs(parent, exist_ok=True)
         os.rename(tmp, dest)
 
@@ -105,13 +109,14 @@ def _suppress_missing() -> Iterator[None]:
         pass
 
 
-#: Descriptors of repository locks this process holds (closed in forked workers).
-_held_locks: set[int] = set()
+#: Descriptors of repository locks this process holds -> the thread holding each
+#: (closed in forked workers).
+_held_locks: dict[int, int] = {}
 
 
 def holding_lock() -> bool:
-    """Does this process hold a repository lock right now?"""
-    return bool(_held_locks)
+    """Does this thread hold a repository lock right now?"""
+    return threading.get_ident() in _held_locks.values()
 
 
 def worker_init() -> None:
@@ -161,9 +166,9 @@ def repo_lock(path: str, *, timeout: float = 30.0) -> Iterator[None]:
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} host {socket.gethostname()}\n".encode(), 0)
-        _held_locks.add(fd)
+        _held_locks[fd] = threading.get_ident()
         yield
     finally:
         # closing the descriptor releases the flock
-        _held_locks.discard(fd)
+        _held_locks.pop(fd, None)
         os.close(fd)

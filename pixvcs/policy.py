@@ -183,9 +183,7 @@ def policy_from_dict(doc: dict[str, Any], source: str = POLICY_FILE) -> Policy:
     if folders is not None:
         for f in folders:
             if "/" in f or f in (".", ".."):
-                raise PolicyError(
-                    "splits.folders", f"{f!r} is not a top-level folder name", source
-                )
+                raise PolicyError("splits.folders", f"{f!r} is not a top-level folder name", source)
         if len(set(folders)) != len(folders):
             raise PolicyError("splits.folders", "lists a folder twice", source)
     spl = SplitsPolicy() if folders is None else SplitsPolicy(folders=folders)
@@ -279,7 +277,11 @@ class _Reader:
         value = table.pop(key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(f"{section}.{key}", f"must be a number, got {_kind(value)}")
-        if value != value or (low is not None and value < low) or (high is not None and value > high):
+        if (
+            value != value
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+        ):
             raise self.fail(f"{section}.{key}", f"must be {_range(low, high)}, got {value}")
         return float(value)
 

@@ -231,6 +231,8 @@ class Repo(AbstractContextManager["Repo"]):
         self.media = MediaStore(os.path.join(self.git_dir, "lfs"))
         self._index: Index | None = None
         self._catalog: Catalog | None = None
+        #: Token for HTTP remotes whose URL and config have none (set by the opener).
+        self.token: str | None = None
 
     # -- lifecycle -------------------------------------------------------------
     @classmethod
@@ -1308,6 +1310,7 @@ class Repo(AbstractContextManager["Repo"]):
         *,
         tags: bool = False,
         force: bool = False,
+        verify: bool = True,
         progress: Progress = _no_progress,
     ) -> PushResult:
         """Send branches (default: the current one): media, then history, then
@@ -1315,7 +1318,9 @@ class Repo(AbstractContextManager["Repo"]):
         from .transfer import push
 
         with self.lock():
-            return push(self, remote, refs, tags=tags, force=force, progress=progress)
+            return push(
+                self, remote, refs, tags=tags, force=force, verify=verify, progress=progress
+            )
 
     def fetch(
         self, remote: str = "origin", *, all_media: bool = False, progress: Progress = _no_progress
@@ -1346,12 +1351,19 @@ class Repo(AbstractContextManager["Repo"]):
 
     @classmethod
     def clone(
-        cls, url: str, directory: str, *, rev: str | None = None, progress: Progress = _no_progress
+        cls,
+        url: str,
+        directory: str,
+        *,
+        rev: str | None = None,
+        token: str | None = None,
+        progress: Progress = _no_progress,
     ) -> Repo:
-        """All history from ``url``; media of the checked-out version only."""
+        """All history from ``url``; media of the checked-out version only.
+        ``token`` is for an HTTP remote whose URL has none (kept as ``Repo.token``)."""
         from .transfer import clone
 
-        return clone(url, directory, rev=rev, progress=progress)
+        return clone(url, directory, rev=rev, token=token, progress=progress)
 
     def fetch_media(
         self, oids: Iterable[str], *, remote: str | None = None, progress: Progress = _no_progress

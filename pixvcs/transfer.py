@@ -21,7 +21,7 @@ from dulwich.refs import Ref
 from . import trees
 from .errors import BadRevision, MissingMedia, PixvcsError, RefConflict, UsageError
 from .pointer import looks_like_pointer, parse_pointer
-from .remote import DirectoryEndpoint, open_endpoint, remote_url, remotes
+from .remote import Endpoint, endpoint_token, open_endpoint, redact, remote_url, remotes
 
 if TYPE_CHECKING:
     from .repo import Progress, Repo
@@ -55,8 +55,8 @@ class FetchResult:
         return {"remote": self.remote, "updated": self.updated, "media_fetched": self.media_fetched}
 
 
-def endpoint_for(repo: Repo, name: str) -> DirectoryEndpoint:
-    return open_endpoint(remote_url(repo, name), repo.root)
+def endpoint_for(repo: Repo, name: str) -> Endpoint:
+    return open_endpoint(remote_url(repo, name), repo.root, token=endpoint_token(repo))
 
 
 def media_of_commits(repo: Repo, include: Iterable[str], exclude: Iterable[str]) -> list[str]:
@@ -97,8 +97,11 @@ def push(
     *,
     tags: bool = False,
     force: bool = False,
+    verify: bool = True,
     progress: Progress,
 ) -> PushResult:
+    """See Repo.push. With ``verify``, the pre-push hook (if installed) runs
+    before anything is sent, and can refuse the push (HookFailed)."""
     endpoint = endpoint_for(repo, remote)
     client, path = endpoint.git_client()
     remote_refs = {k.decode(): v.decode() for k, v in client.get_refs(path).refs.items() if v}
@@ -121,6 +124,12 @@ def push(
         updates[ref] = (old, sha)
     if not updates:
         return result
+    if verify:
+        from .hooks import run as run_hook
+
+        zero = "0" * 40
+        lines = "".join(f"{ref} {new} {ref} {old or zero}\n" for ref, (old, new) in updates.items())
+        run_hook(repo, "pre-push", [remote, redact(remote_url(repo, remote))], lines)
     # 1. media: every image the new commits bring that the remote lacks
     commits = [_peel(repo, sha) for _, sha in updates.values()]
     needed = media_of_commits(repo, commits, remote_refs.values())
@@ -151,7 +160,9 @@ def push(
     failed = {k.decode(): v for k, v in (sent.ref_status or {}).items() if v}
     if failed:
         ref, why = next(iter(failed.items()))
-        raise RefConflict(f"{ref} was not updated on {remote}: {why} (fetch first)")
+        # a server's refusal says what to do; a bare failure means the ref moved
+        hint = "" if "first" in str(why) else " (fetch first)"
+        raise RefConflict(f"{ref} was not updated on {remote}: {why}{hint}")
     for ref, (old, new) in updates.items():
         result.updated[ref] = {"old": old, "new": new}
         if ref.startswith("refs/heads/"):
@@ -309,7 +320,10 @@ def fetch_media(
         if not wanted:
             break
     if wanted:
-        where = ", ".join(f"{n} ({remotes(repo).get(n)})" for n in names) or "no remote configured"
+        where = (
+            ", ".join(f"{n} ({redact(remotes(repo).get(n) or '')})" for n in names)
+            or "no remote configured"
+        )
         raise MissingMedia([("", o) for o in wanted], f"{repo.media.root} and {where}")
     return got
 
@@ -322,17 +336,25 @@ def _remote_order(repo: Repo) -> list[str]:
     return names
 
 
-def clone(url: str, directory: str, *, rev: str | None = None, progress: Progress) -> Repo:
+def clone(
+    url: str,
+    directory: str,
+    *,
+    rev: str | None = None,
+    token: str | None = None,
+    progress: Progress,
+) -> Repo:
     """A new repository at ``directory`` with all history and the media of the
     version it checks out (the remote's default branch, or ``rev``)."""
     from .repo import Repo
 
-    source = open_endpoint(url, os.getcwd())
+    source = open_endpoint(url, os.getcwd(), token=token)
     if os.path.exists(directory) and os.listdir(directory):
         raise UsageError(f"destination {directory!r} exists and is not empty")
     repo = Repo.init(directory, with_gitattributes=False)
+    repo.token = token
     try:
-        repo.add_remote("origin", url if "://" in url else source.git_dir)
+        repo.add_remote("origin", url if "://" in url else source.url)
         fetch(repo, "origin", progress=progress)
         client, path = source.git_client()
         symrefs = client.get_refs(path).symrefs or {}

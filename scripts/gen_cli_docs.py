@@ -207,6 +207,42 @@ An object:
 | `bytes` | integer | bytes written (hardlinked images count their size; shards their tar size) |
 | `shards` | list of strings | webdataset: the shard file names in order; otherwise empty |
 """,
+    "crawl": """\
+An object (also printed by `--resume`):
+
+| key | type | meaning |
+|-----|------|---------|
+| `job` | string | the job id, `YYYYMMDDTHHMMSSZ-xxxxxx` |
+| `status` | string | `"done"` (a failed run exits 1 with the error on stderr; see `crawl status`) |
+| `branch` | string | the crawl branch (it exists only when `commit` is not null) |
+| `base` | string or null | the base revision as given (default: the current branch) |
+| `base_commit` | string or null | the commit the job started from: the parent of `commit` |
+| `commit` | string or null | the staged commit; null when nothing new was found |
+| `added` | integer | images added by the commit |
+| `fetched` | integer | URLs answered with a 2xx status |
+| `failed` | integer | URLs (and pages) whose bytes could not be fetched |
+| `invalid` | integer | URLs whose bytes are not an acceptable image |
+| `duplicates` | integer | exact duplicates left out (of the base, or within the crawl) |
+| `near_duplicates` | integer | near-duplicates left out (perceptual-hash distance at most `--near-distance`) |
+| `skipped` | integer | URLs listed twice, or not added because of `--max-images` |
+| `reasons` | object | `failed`, `invalid`, `duplicates`, `near_duplicates`, `skipped`: each reason → count (the reasons are listed in [crawling.md](crawling.md#the-pipeline)) |
+| `robots` | string | `"respected"` or `"ignored"` (`--ignore-robots`) |
+| `provenance` | string or null | path of the provenance file in the commit |
+""",
+    "crawl status": """\
+With JOB, an object; without, a list of them (oldest first):
+
+| key | type | meaning |
+|-----|------|---------|
+| `job`, `status`, `branch`, `base`, `base_commit`, `commit` | | as for `crawl --json`; `status` is `"discovering"`, `"fetching"`, `"committing"` or `"done"` |
+| `created`, `updated` | string | UTC times, `YYYY-MM-DDTHH:MM:SSZ` |
+| `error` | string or null | the error that stopped the last run (resume it with `crawl --resume JOB`) |
+| `sources` | list of objects | what was asked for: `{"kind": "urls" \\| "page" \\| "keywords", ...}` |
+| `items` | integer or null | URLs to fetch (null until discovery is done) |
+| `processed` | integer | URLs fetched so far (stored, invalid or failed) |
+| `fetched`, `failed`, `invalid`, `duplicates`, `near_duplicates`, `skipped`, `added`, `reasons`, `robots` | | the summary, as for `crawl --json` (present once the job has committed) |
+| `requests` | integer | HTTP requests made by the last run (present once done) |
+""",
     "remote": """\
 A list of `{"name", "url"}`, sorted by name (also `remote list --json`).
 """,

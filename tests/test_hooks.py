@@ -61,3 +61,27 @@ def test_ci_templates_are_valid_yaml_calling_pixvcs_check() -> None:
     job = gitlab["pixvcs-check"]
     assert any("pixvcs check" in line for line in job["script"])
     assert job["artifacts"]["reports"]["junit"] == "pixvcs-junit.xml"
+
+
+def test_installed_pre_push_hook_blocks_a_range_that_breaks_the_policy(tmp_path: Path) -> None:
+    remote = str(tmp_path / "shared.git")
+    Repo.init(remote, bare=True).close()
+    with Repo.init(str(tmp_path / "ds")) as repo:
+        make_dataset(repo.root, {"cat": 2})
+        repo.add([repo.root])
+        repo.commit("v1", author=AUTHOR)
+        repo.add_remote("origin", remote)
+        install(repo)
+        repo.push()  # a clean version passes the hook
+        broken = Path(repo.root, "cat", "0000.jpg").read_bytes()[:300]
+        Path(repo.root, "cat", "broken.jpg").write_bytes(broken)
+        repo.add([repo.root], allow_invalid=True)
+        bad = repo.commit("broken", author=AUTHOR, verify=False)
+        with pytest.raises(HookFailed) as err:
+            repo.push()
+        assert err.value.hook == "pre-push" and "cat/broken.jpg" in err.value.output
+        with Repo.open(remote) as r:
+            assert r.branches()["main"] != bad, "nothing was pushed"
+        repo.push(verify=False)
+        with Repo.open(remote) as r:
+            assert r.branches()["main"] == bad

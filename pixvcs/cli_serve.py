@@ -1,0 +1,71 @@
+"""``pixvcs serve``: serve the bare repositories under a directory over HTTP
+(the work is in :mod:`pixvcs.server`).
+"""
+
+from __future__ import annotations
+
+import click
+
+from .cli import handle_errors, main, user_path
+
+
+@main.command()
+@click.argument("root", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--auth",
+    "auth_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Token file: lines of 'TOKEN read' or 'TOKEN write'. Without it the "
+    "server binds to loopback only and anyone who can connect may push.",
+)
+@click.pass_context
+@handle_errors
+def serve(ctx: click.Context, root: str, host: str, port: int, auth_file: str | None) -> None:
+    """Serve every bare repository under ROOT over HTTP: ROOT/NAME at
+    http://HOST:PORT/NAME, for pixvcs, stock git and git-lfs alike (git smart
+    HTTP and the git-lfs Batch API). Runs until interrupted.
+
+    \b
+    Example:
+      pixvcs init --bare /srv/datasets/animals
+      echo "$(openssl rand -hex 20) write" > tokens
+      pixvcs serve /srv/datasets --host 0.0.0.0 --port 8000 --auth tokens
+      pixvcs clone http://me:TOKEN@server:8000/animals
+    """
+    from .errors import UsageError
+    from .server import is_loopback, make_app, make_server, repositories
+
+    if auth_file is None and not is_loopback(host):
+        raise UsageError(
+            f"refusing to serve on {host} without --auth: anyone could push; "
+            "give a token file, or serve on 127.0.0.1"
+        )
+    app = make_app(user_path(ctx, root), user_path(ctx, auth_file) if auth_file else None)
+    try:
+        server = make_server(app, host, port)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"serving {app.root} at http://{shown}:{server.server_port}/NAME")
+    names = repositories(app.root)
+    for name in names:
+        click.echo(f"  http://{shown}:{server.server_port}/{name}")
+    if not names:
+        click.echo(f"  (no repository yet: create one with pixvcs init --bare {app.root}/NAME)")
+    if auth_file is None:
+        click.echo("no --auth: listening on loopback only, and every client may push")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

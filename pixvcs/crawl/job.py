@@ -1,0 +1,178 @@
+"""Crawl jobs: an id, and a state file that makes a job resumable.
+
+State lives in ``.pixvcs/pixvcs/crawl/<job-id>.json`` (pixvcs's own state, not part
+of history), always rewritten whole through :func:`pixvcs.fsutil.atomic_write`, so a
+reader sees the previous or the next version, never half of one. A job holds
+``<job-id>.lock`` (an flock) while it runs, so one job never runs twice at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import fsutil
+from ..errors import UsageError
+from .chunk import Outcome
+from .options import CrawlOptions
+from .sources import Item
+
+STATE_VERSION = 1
+_JOB_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
+
+#: Job statuses, in the order a job goes through them.
+STATUSES = ("discovering", "fetching", "committing", "done")
+
+
+def new_job_id(now: datetime | None = None) -> str:
+    """``YYYYMMDDTHHMMSSZ-xxxxxx``: sortable by time, random enough to never collide."""
+    now = now or datetime.now(UTC)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def check_job_id(job: str) -> str:
+    if not _JOB_ID.match(job):
+        raise UsageError(f"not a crawl job id: {job!r} (expected e.g. 20260101T120000Z-1a2b3c)")
+    return job
+
+
+@dataclass
+class JobState:
+    job: str
+    branch: str
+    base: str | None  # the base revision as given
+    base_commit: str | None  # resolved once, when the job started
+    options: CrawlOptions
+    sources: list[dict[str, Any]]  # what was asked for, for the record
+    status: str = "discovering"
+    created: str = ""
+    updated: str = ""
+    max_images: int | None = None
+    items: list[Item] | None = None  # None until discovery is done
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # url -> outcome
+    page_failures: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # same-url, over max-images
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # duplicates
+    summary: dict[str, Any] = field(default_factory=dict)
+    commit: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "job": self.job,
+            "status": self.status,
+            "created": self.created,
+            "updated": self.updated,
+            "branch": self.branch,
+            "base": self.base,
+            "base_commit": self.base_commit,
+            "commit": self.commit,
+            "error": self.error,
+            "sources": self.sources,
+            "max_images": self.max_images,
+            "options": self.options.to_json(),
+            "summary": self.summary,
+            "items": None if self.items is None else [i.to_json() for i in self.items],
+            "outcomes": {u: o.to_json() for u, o in self.outcomes.items()},
+            "page_failures": self.page_failures,
+            "skipped": self.skipped,
+            "dropped": self.dropped,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobState:
+        if data.get("version") != STATE_VERSION:
+            raise UsageError(
+                f"crawl job state version {data.get('version')!r} is not {STATE_VERSION}"
+            )
+        items = data.get("items")
+        return cls(
+            job=data["job"],
+            branch=data["branch"],
+            base=data.get("base"),
+            base_commit=data.get("base_commit"),
+            options=CrawlOptions.from_json(data["options"]),
+            sources=list(data.get("sources") or []),
+            status=data["status"],
+            created=data.get("created", ""),
+            updated=data.get("updated", ""),
+            max_images=data.get("max_images"),
+            items=None if items is None else [Item.from_json(i) for i in items],
+            outcomes={u: Outcome.from_json(o) for u, o in (data.get("outcomes") or {}).items()},
+            page_failures=list(data.get("page_failures") or []),
+            skipped=list(data.get("skipped") or []),
+            dropped=list(data.get("dropped") or []),
+            summary=dict(data.get("summary") or {}),
+            commit=data.get("commit"),
+            error=data.get("error"),
+        )
+
+    def overview(self) -> dict[str, Any]:
+        """What ``crawl status`` shows: everything but the per-URL records."""
+        out = {
+            "job": self.job,
+            "status": self.status,
+            "branch": self.branch,
+            "base": self.base,
+            "base_commit": self.base_commit,
+            "commit": self.commit,
+            "created": self.created,
+            "updated": self.updated,
+            "error": self.error,
+            "sources": self.sources,
+            "items": None if self.items is None else len(self.items),
+            "processed": len(self.outcomes),
+        }
+        out.update(self.summary)
+        return out
+
+
+class JobStore:
+    """The state files of a repository's crawl jobs."""
+
+    def __init__(self, state_dir: str, tmp_dir: str) -> None:
+        self.dir = os.path.join(state_dir, "crawl")
+        self.tmp_dir = tmp_dir
+
+    def path(self, job: str) -> str:
+        return os.path.join(self.dir, f"{check_job_id(job)}.json")
+
+    def save(self, state: JobState) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        os.makedirs(self.tmp_dir, exist_ok=True)
+        state.updated = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        data = json.dumps(state.to_json(), indent=1, sort_keys=False).encode() + b"\n"
+        fsutil.atomic_write(self.path(state.job), data, self.tmp_dir)
+
+    def load(self, job: str) -> JobState:
+        try:
+            with open(self.path(job), encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise UsageError(f"no crawl job {job!r} in this repository") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UsageError(f"crawl job state {self.path(job)} is unreadable: {e}") from None
+        try:
+            return JobState.from_json(data)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise UsageError(f"crawl job state {self.path(job)} is malformed: {e!r}") from None
+
+    def jobs(self) -> list[str]:
+        """Every job id, oldest first."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n[:-5] for n in names if n.endswith(".json") and _JOB_ID.match(n[:-5]))
+
+    def running(self, job: str) -> AbstractContextManager[None]:
+        """Hold the job's lock (fails at once with LockTimeout if another process runs it)."""
+        os.makedirs(self.dir, exist_ok=True)
+        return fsutil.repo_lock(os.path.join(self.dir, f"{check_job_id(job)}.lock"), timeout=0.2)
