@@ -106,7 +106,7 @@ def ingest_one(
     # unstaged object is only an unreferenced file that gc removes
     tmp = None
     if not store.has(oid):
-        tmp = _link_into_store(store, abspath, data) if link else store.write_temp(data)
+        tmp = _link_into_store(store, abspath, data, oid) if link else store.write_temp(data, oid)
     blob = git_blob_id(format_pointer(oid, len(data)))
     return Ingested(
         rel,
@@ -123,12 +123,12 @@ def ingest_one(
     )
 
 
-def _link_into_store(store: MediaStore, abspath: str, data: bytes) -> str:
+def _link_into_store(store: MediaStore, abspath: str, data: bytes, oid: str) -> str:
     tmp = fsutil.unique_tmp(store.tmp_dir, "link-")
     try:
         os.link(abspath, tmp)
     except OSError:  # cross-device or no hardlinks here: fall back to a copy
-        return store.write_temp(data)
+        return store.write_temp(data, oid)
     return tmp
 
 

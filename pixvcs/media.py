@@ -52,11 +52,31 @@ class MediaStore:
         fsutil.atomic_write(dest, data, self.tmp_dir, readonly=True, fsync=durable)
         return oid
 
-    def write_temp(self, data: bytes) -> str:
-        """First half of a batched write: bytes in a temp file, not yet durable."""
-        tmp = fsutil.unique_tmp(self.tmp_dir)
-        with open(tmp, "wb") as f:
-            f.write(data)
+    def write_temp(self, data: bytes, oid: str | None = None) -> str:
+        """First half of a batched write: bytes in a temp file, not yet durable.
+
+        Given the ``oid``, the temp file is made next to its final name
+        (``objects/aa/bb/.tmp-<oid>-...``), already read-only, so that
+        :meth:`publish` is one rename: the writers (parallel workers) create
+        the fan-out directories, not the single process that publishes."""
+        if oid is None:
+            tmp = fsutil.unique_tmp(self.tmp_dir)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            return tmp
+        dest_dir = os.path.dirname(self.path(oid))
+        tmp = fsutil.unique_tmp(dest_dir, f".tmp-{oid[:16]}-")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        except FileNotFoundError:
+            os.makedirs(dest_dir, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         return tmp
 
     def publish(self, tmp: str, oid: str) -> None:
@@ -64,6 +84,9 @@ class MediaStore:
         dest = self.path(oid)
         if os.path.exists(dest):
             os.unlink(tmp)
+            return
+        if os.path.dirname(tmp) == os.path.dirname(dest):
+            os.rename(tmp, dest)  # made read-only when it was created
             return
         fsutil.atomic_rename(tmp, dest, readonly=True)
 
@@ -113,7 +136,13 @@ class MediaStore:
                                     yield leaf.name
 
     def stray_temp_files(self) -> list[str]:
+        """Temporary files left by interrupted writers: in ``tmp/`` and, named
+        ``.tmp-*``, in the fan-out directories (a full walk of the store)."""
+        out: list[str] = []
         try:
-            return [e.path for e in os.scandir(self.tmp_dir) if e.is_file()]
+            out.extend(e.path for e in os.scandir(self.tmp_dir) if e.is_file())
         except FileNotFoundError:
-            return []
+            pass
+        for dirpath, _dirs, files in os.walk(self.objects_dir):
+            out.extend(os.path.join(dirpath, f) for f in files if f.startswith(".tmp-"))
+        return out

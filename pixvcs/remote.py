@@ -171,7 +171,7 @@ def _copy_verified(
         got = hashlib.sha256(data).hexdigest()
         if got != oid:
             raise CorruptObject(oid, got, src.root)
-        return dest.write_temp(data), oid
+        return dest.write_temp(data, oid), oid
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         for start in range(0, len(oids), BATCH):
