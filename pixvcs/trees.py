@@ -49,9 +49,7 @@ def check_mode(mode: int, path: str) -> None:
 
 def read_tree(store: BaseObjectStore, tree_id: bytes) -> Tree:
     try:
-        obj = store[ObjectID(tree_id)]
-        if isinstance(obj, Tree):
-            obj.iteritems()  # parse now, so a malformed tree fails here, named
+        obj = store[ObjectID(tree_id)]  # dulwich parses on load: a malformed tree fails here
     except (ObjectFormatException, ValueError, UnicodeDecodeError) as e:
         raise UnsafeTreeEntry(tree_id.decode(), f"malformed tree object: {e}") from None
     if not isinstance(obj, Tree):
@@ -88,16 +86,23 @@ def walk(
 def diff(
     store: BaseObjectStore, old_id: bytes | None, new_id: bytes | None, prefix: str = ""
 ) -> Iterator[Change]:
-    """File-level changes from ``old_id`` to ``new_id``; equal subtrees are skipped."""
+    """File-level changes from ``old_id`` to ``new_id``; equal subtrees are skipped.
+
+    The entries two trees share are dropped with one set difference (in C), so a
+    small change in a folder of 10,000 files costs far less than 10,000 steps of
+    Python. Every name that appears on the new side is validated; names the two
+    sides share were validated when the old side was checked out."""
     if old_id == new_id:
         return
-    old = dict(_entries(read_tree(store, old_id), prefix, validate=False)) if old_id else {}
-    new = dict(_entries(read_tree(store, new_id), prefix, validate=True)) if new_id else {}
+    old_set = set(read_tree(store, old_id).iteritems()) if old_id else set()
+    new_set = set(read_tree(store, new_id).iteritems()) if new_id else set()
+    old = {e.path: (e.mode, e.sha) for e in old_set - new_set}
+    new = {e.path: (e.mode, e.sha) for e in new_set - old_set}
+    for name in new:
+        check_name(name, prefix)
     for name in sorted(old.keys() | new.keys()):
         o = old.get(name)
         n = new.get(name)
-        if o == n:
-            continue
         path = _join(prefix, name.decode())
         o_dir = o is not None and stat.S_ISDIR(o[0])
         n_dir = n is not None and stat.S_ISDIR(n[0])
@@ -112,15 +117,6 @@ def diff(
         if n is not None and not n_dir:
             old_file = (o[0], o[1].decode()) if o is not None and not o_dir else None
             yield Change(path, old_file, (n[0], n[1].decode()))
-
-
-def _entries(
-    tree: Tree, prefix: str, *, validate: bool
-) -> Iterator[tuple[bytes, tuple[int, bytes]]]:
-    for name, mode, sha in tree.iteritems():
-        if validate:
-            check_name(name, prefix)
-        yield name, (mode, sha)
 
 
 def update(
