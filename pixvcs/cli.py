@@ -360,58 +360,74 @@ def _initial_diff(repo: Any, cid: str) -> Any:
 
 
 def _print_diff(d: Any, *, stat_only: bool) -> None:
-    click.echo(
-        f"{len(d.added)} added, {len(d.removed)} removed, {len(d.modified)} modified, "
-        f"{len(d.renamed)} renamed"
-    )
-    if d.classes:
-        width = max(8, *(len(c) for c in d.classes))
-        click.echo(f"\n  {'class':<{width}}  {'before':>8}  {'after':>8}  {'change':>7}")
-        for cls, n in d.classes.items():
-            delta = n["after"] - n["before"]
-            click.echo(f"  {cls:<{width}}  {n['before']:>8}  {n['after']:>8}  {delta:>+7}")
-    if stat_only:
-        return
-    click.echo()
-    _print_list("Added", d.added)
-    _print_list("Removed", d.removed)
-    _print_list("Modified", d.modified)
-    if d.renamed:
-        click.echo(f"Renamed / relabelled ({len(d.renamed)}):")
-        for r in d.renamed[:50]:
-            click.echo(f"  {r['from']} -> {r['to']}")
-        if len(d.renamed) > 50:
-            click.echo(f"  ... and {len(d.renamed) - 50} more (use --json for all)")
+    from .diffreport import text
+
+    click.echo(text(d, stat_only=stat_only), nl=False)
 
 
 @main.command()
 @click.argument("revs", nargs=-1)
 @click.option("--stat", "stat_only", is_flag=True, help="Counts and the per-class table only.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown", "html"]),
+    default=None,
+    help="Output format (default: text; markdown for a pull-request comment, html for a "
+    "self-contained page with thumbnails).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the report to FILE; a one-line summary still goes to stdout.",
+)
 @json_option
 @click.pass_context
 @handle_errors
-def diff(ctx: click.Context, revs: tuple[str, ...], stat_only: bool, as_json: bool) -> None:
+def diff(
+    ctx: click.Context,
+    revs: tuple[str, ...],
+    stat_only: bool,
+    fmt: str | None,
+    output: str | None,
+    as_json: bool,
+) -> None:
     """Show what changed: images added, removed, modified, renamed; per-class counts.
 
     With no REV, the work tree against HEAD; with one, REV against the work
-    tree; with two, between them.
+    tree; with two, between them. --json is --format json; --stat applies to
+    text and markdown.
 
     \b
-    Example:
+    Examples:
       pixvcs diff v1 v2 --stat
+      pixvcs diff main feature --format markdown -o diff.md
+      pixvcs diff main feature --format html -o diff.html
     """
+    from .diffreport import render, summary_line
+
     if len(revs) > 2:
         raise click.UsageError("diff takes at most two revisions")
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError("--json is --format json; give one of them")
+    fmt = "json" if as_json else (fmt or "text")
     with open_repo(ctx) as repo:
         d = repo.diff(
             revs[0] if revs else None,
             revs[1] if len(revs) > 1 else None,
-            progress=progress_for(as_json),
+            progress=progress_for(fmt != "text" or output is not None),
         )
-    if as_json:
-        emit_json(d.to_json())
-        return
-    _print_diff(d, stat_only=stat_only)
+        report = render(d, fmt, read_media=repo.media.read, stat_only=stat_only)
+    if output:
+        path = user_path(ctx, output)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(report)
+        click.echo(f"{summary_line(d)}; {fmt} report written to {output}")
+    else:
+        click.echo(report, nl=False)
 
 
 @main.command()

@@ -52,6 +52,10 @@ class DatasetDiff:
     renamed: list[dict[str, str]] = field(default_factory=list)
     classes: dict[str, dict[str, int]] = field(default_factory=dict)
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Image path -> oid on the side where the path holds it (the new side for added,
+    #: renamed-to and modified paths; the old side for removed and renamed-from
+    #: paths). Used for report thumbnails; not part of the JSON output.
+    oids: dict[str, str] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -211,6 +215,10 @@ def _summarise(
     d.added = sorted(added)
     d.removed = sorted(p for p in removed if p not in renamed_from)
     d.modified = sorted(p for p, (o, n) in changed.items() if o is not None and n is not None)
+    for p, (o, n) in changed.items():
+        side = n if n is not None else o
+        if side is not None and side.oid:
+            d.oids[p] = side.oid
     before = class_counts(repo, old_tree)
     after = dict(before)
     for p, (o, n) in changed.items():
