@@ -737,15 +737,8 @@ def remote(ctx: click.Context, as_json: bool) -> None:
     Example:
       pixvcs remote add origin /shared/datasets/animals.git
     """
-    if ctx.invoked_subcommand is not None:
-        return
-    with open_repo(ctx) as repo:
-        found = repo.remotes()
-    if as_json:
-        emit_json([{"name": n, "url": u} for n, u in found.items()])
-        return
-    for name, url in found.items():
-        click.echo(f"{name}\t{url}")
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(remote_list, as_json=as_json)
 
 
 @remote.command(name="add")
