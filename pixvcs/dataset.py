@@ -8,12 +8,13 @@ walked (names validated, :func:`pixvcs.trees.walk`), pointers are parsed
 strictly, and image bytes come from the media store, verified against their
 SHA-256 on every read.
 
-Where the bytes come from is a :class:`Source`: today :class:`LocalSource`
-(a repository on this machine); a remote source (a directory remote or
-``pixvcs serve``, fetching media lazily into a bounded cache) plugs in behind
-the same small interface later. The dataset object itself holds no open
-handle: it pickles to a few paths plus its records, and each process (a
-PyTorch DataLoader worker, a ``multiprocessing`` pool) reopens what it needs.
+Where the bytes come from is a :class:`Source`: :class:`LocalSource` (a
+repository on this machine) or :class:`pixvcs.cache.RemoteSource` (a
+directory remote or ``pixvcs serve``: history mirrored into a cache, media
+fetched lazily into a bounded store), behind the same small interface. The
+dataset object itself holds no open handle: it pickles to a few paths plus
+its records, and each process (a PyTorch DataLoader worker, a
+``multiprocessing`` pool) reopens what it needs.
 """
 
 from __future__ import annotations
@@ -254,42 +255,54 @@ class LocalSource:
     def read_many(
         self, oids: Sequence[str], *, prefetch: int = DEFAULT_PREFETCH
     ) -> Iterator[builtins.bytes]:
-        if prefetch <= 1:
-            for oid in oids:
-                yield self.read(oid)
-            return
         # File reads and SHA-256 release the GIL: a few threads keep the disk and
-        # the cores busy while the consumer works. Work goes out in small batches
-        # (a future per image costs as much as reading a cached one); at most
-        # about `prefetch` images are read and not yet consumed.
-        batch = max(1, min(8, prefetch // 2))
-        batches = [oids[i : i + batch] for i in range(0, len(oids), batch)]
-        workers = min(4, os.cpu_count() or 1, len(batches) or 1)
-        pool = ThreadPoolExecutor(max_workers=workers)
-        pending: deque[Future[list[builtins.bytes]]] = deque()
-        ahead = max(1, prefetch // batch)
-        todo = iter(batches)
-        try:
-            for chunk in todo:
-                pending.append(pool.submit(self._read_batch, chunk))
-                if len(pending) >= ahead:
-                    break
-            while pending:
-                done = pending.popleft().result()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append(pool.submit(self._read_batch, nxt))
-                yield from done
-        finally:
-            for f in pending:
-                f.cancel()
-            pool.shutdown(wait=True)
+        # the cores busy while the consumer works.
+        return read_ahead(self._read_batch, oids, prefetch)
 
     def _read_batch(self, oids: Sequence[str]) -> list[builtins.bytes]:
         return [self.read(oid) for oid in oids]
 
     def object_path(self, oid: str) -> str | None:
         return self.media.path(oid)
+
+
+def read_ahead(
+    read_batch: Callable[[Sequence[str]], list[builtins.bytes]],
+    oids: Sequence[str],
+    prefetch: int,
+    *,
+    max_batch: int = 8,
+) -> Iterator[builtins.bytes]:
+    """The bytes of ``oids`` in order, ``read_batch`` running in a few threads
+    ahead of the consumer. Work goes out in batches (a future per image costs
+    as much as reading a cached one; a remote source fetches a batch in one
+    request); at most about ``prefetch`` images are read and not yet consumed."""
+    if prefetch <= 1:
+        for oid in oids:
+            yield from read_batch([oid])
+        return
+    batch = max(1, min(max_batch, prefetch // 2))
+    batches = [oids[i : i + batch] for i in range(0, len(oids), batch)]
+    workers = min(4, os.cpu_count() or 1, len(batches) or 1)
+    pool = ThreadPoolExecutor(max_workers=workers)
+    pending: deque[Future[list[builtins.bytes]]] = deque()
+    ahead = max(1, prefetch // batch)
+    todo = iter(batches)
+    try:
+        for chunk in todo:
+            pending.append(pool.submit(read_batch, chunk))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            done = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(read_batch, nxt))
+            yield from done
+    finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True)
 
 
 # -- records and datasets --------------------------------------------------------------
@@ -453,26 +466,45 @@ def open(
     where: Mapping[str, Any] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     token: str | None = None,
+    cache_size: int | None = None,
 ) -> Dataset:
     """The images of ``rev`` in the repository at ``path``, pinned to its commit.
 
     ``include``: path globs (``fnmatch``, case-sensitive, ``*`` also matches
     ``/``); an image is kept if any matches. ``where``: filters, see
-    :data:`WHERE_KEYS` and docs/python-api.md. ``cache_dir`` and ``token`` are
-    for remote sources; a local repository needs neither (it reads its own
-    media store) and ignores them.
+    :data:`WHERE_KEYS` and docs/python-api.md.
+
+    ``path`` may also be a remote: ``file://`` or ``http(s)://`` URL (a
+    directory remote or ``pixvcs serve``); its history is fetched into
+    ``cache_dir`` (default: :func:`pixvcs.cache.default_cache_dir`) and media
+    are fetched when read, into a store shared by the cache directory and
+    bounded to ``cache_size`` bytes (default 10 GiB); ``token`` authenticates
+    to HTTP remotes. A local repository needs none of these and ignores them
+    (a bare repository path is read in place, not through the cache).
     """
-    if isinstance(path, str) and "://" in path:
-        raise UsageError(
-            f"{path}: remote repositories are not supported yet; open a local repository"
-        )
     filters = _Filters.parse(where)
     globs = [include] if isinstance(include, str) else list(include or [])
-    source = LocalSource.open(path)
+    source: Source
+    if isinstance(path, str) and "://" in path:
+        from .cache import DEFAULT_CACHE_SIZE, RemoteSource
+
+        if cache_size is not None and (isinstance(cache_size, bool) or cache_size < 0):
+            raise UsageError(f"cache_size must be a number of bytes, not {cache_size!r}")
+        source = RemoteSource.open(
+            path,
+            rev,
+            cache_dir=cache_dir,
+            cache_size=DEFAULT_CACHE_SIZE if cache_size is None else cache_size,
+            token=token,
+        )
+    else:
+        source = LocalSource.open(path)
     try:
         return select(source, rev, include=globs, filters=filters)
     finally:
-        source.close()  # the dataset holds no handle; reads reopen lazily
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()  # the dataset holds no handle; reads reopen lazily
 
 
 def select(source: Source, rev: str, *, include: Sequence[str], filters: _Filters) -> Dataset:

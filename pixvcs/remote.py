@@ -438,6 +438,8 @@ class HttpEndpoint:
         tmp = fsutil.unique_tmp(dest.tmp_dir, "download-")
         try:
             with self._http.stream("GET", href, headers=header) as response, open(tmp, "wb") as f:
+                if response.status_code >= 300:
+                    response.read()  # the error body, for the message (a streamed response)
                 self._check(response, f"download of {oid}")
                 got = 0
                 for chunk in response.iter_bytes(1 << 20):

@@ -132,8 +132,9 @@ def test_include_and_where(ds_repo: tuple[Path, dict[str, bytes]]) -> None:
         pixvcs.open(path, where={"min_width": "64"})
     with pytest.raises(pixvcs.BadRevision):
         pixvcs.open(path, where={"added_since": "no-such-tag"})
-    with pytest.raises(UsageError, match="not supported yet"):
-        pixvcs.open("https://example.org/ds.pixvcs")
+    with pytest.raises(UsageError, match="unsupported remote URL"):
+        pixvcs.open("ftp://example.org/ds.pixvcs", cache_dir=str(root.parent / "cache"))
+    assert not (root.parent / "cache" / "repos").exists()
 
 
 def test_parse_where() -> None:

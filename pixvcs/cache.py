@@ -1,0 +1,398 @@
+"""Reading a version of a *remote* repository: a local cache and a :class:`RemoteSource`.
+
+Layout under the cache directory (see :func:`default_cache_dir`)::
+
+    <cache_dir>/repos/<sha256 of the URL>/   a bare mirror of the remote's history
+    <cache_dir>/repos/<sha256 of the URL>.lock
+    <cache_dir>/media/objects/aa/bb/<oid>    media objects (git-lfs layout), shared
+    <cache_dir>/media/tmp/                   downloads in progress
+
+History is fetched (git objects only) into the mirror each time a remote is
+opened, and the version is listed from it by the same code as a local
+repository (:class:`pixvcs.dataset.LocalSource`). Media objects are fetched
+only when read, in batches, through the endpoint's ``download`` (which
+verifies every object against its oid), into a store shared by every dataset
+of the cache directory. The store is bounded: last use is an object's
+modification time (set on every read, the content never changes), and when
+the store outgrows its bound the least recently used objects are unlinked.
+
+Several processes may read at once: objects are immutable files published
+by rename, eviction only unlinks them (a reader holding the file open still
+reads it whole), and a reader that loses the race simply fetches the object
+again. Nothing here holds a handle across pickling.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+from . import fsutil
+from .errors import CorruptObject, MissingMedia, RemoteError
+from .media import MediaStore
+from .pointer import is_oid
+
+if TYPE_CHECKING:
+    from .dataset import ImageFacts, SourceEntry
+    from .remote import Endpoint
+
+#: Default bound of the shared media store, in bytes.
+DEFAULT_CACHE_SIZE = 10 << 30
+#: Fetches of one object a read tries when other processes keep evicting it.
+_ATTEMPTS = 8
+
+
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> str:
+    """The cache directory used when ``pixvcs.open`` is given none:
+    ``$PIXVCS_CACHE_DIR``, else ``$XDG_CACHE_HOME/pixvcs``, else
+    ``~/.cache/pixvcs``. Pass ``environ`` (a mapping) to resolve it from
+    something other than ``os.environ``."""
+    env = os.environ if environ is None else environ
+    if env.get("PIXVCS_CACHE_DIR"):
+        return os.path.abspath(env["PIXVCS_CACHE_DIR"])
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(os.path.abspath(base), "pixvcs")
+
+
+class MediaCache:
+    """The bounded media store of a cache directory (one per process and directory).
+
+    ``size`` is the bound in bytes. Each process keeps an estimate of the
+    store's total (a scan, plus what it downloaded since) and rescans when the
+    estimate exceeds the bound or after downloading a sixteenth of it (so it
+    notices what other processes added); over the bound, it unlinks the least
+    recently used objects down to 90% of the bound. Objects this process is
+    reading right now are never chosen.
+    """
+
+    def __init__(self, root: str, size: int = DEFAULT_CACHE_SIZE) -> None:
+        self.store = MediaStore.create(root)
+        self.size = size
+        self._lock = threading.Lock()
+        self._scanned: int | None = None  # total at the last scan
+        self._added = 0  # bytes this process added since
+        self._busy: Counter[str] = Counter()
+        self.fetched = 0  # objects this process fetched into the store (for tests, stats)
+
+    @property
+    def root(self) -> str:
+        return self.store.root
+
+    def read(self, oid: str) -> builtins.bytes:
+        """Verified bytes, marking the object used; FileNotFoundError or CorruptObject."""
+        data = self.store.read(oid)
+        with suppress(OSError):  # another user's object, or evicted meanwhile: fine
+            os.utime(self.store.path(oid))
+        return data
+
+    def discard(self, oid: str) -> None:
+        with suppress(FileNotFoundError):
+            self.store.remove(oid)
+
+    def hold(self, oids: Sequence[str]) -> None:
+        with self._lock:
+            self._busy.update(oids)
+
+    def release(self, oids: Sequence[str]) -> None:
+        with self._lock:
+            self._busy.subtract(oids)
+            self._busy += Counter()  # drop counts that reached zero
+
+    def added(self, objects: int, nbytes: int) -> None:
+        with self._lock:
+            self.fetched += objects
+            self._added += nbytes
+
+    def total(self) -> int:
+        return sum(size for _, _, size in self._scan())
+
+    def _scan(self) -> Iterator[tuple[str, float, int]]:
+        """(oid, last use, size) of every object in the store."""
+        for oid in self.store:
+            try:
+                st = os.stat(self.store.path(oid))
+            except FileNotFoundError:  # evicted by another process meanwhile
+                continue
+            yield oid, st.st_mtime, st.st_size
+
+    def maybe_evict(self) -> int:
+        """Enforce the bound if this process's estimate says so; returns how
+        many objects were unlinked."""
+        with self._lock:
+            due = (
+                self._scanned is None
+                or self._scanned + self._added > self.size
+                or self._added > self.size // 16
+            )
+            if not due:
+                return 0
+            objects = sorted(self._scan(), key=lambda t: t[1])
+            total = sum(size for _, _, size in objects)
+            removed = 0
+            if total > self.size:
+                target = self.size * 9 // 10
+                for oid, _, size in objects:
+                    if total <= target:
+                        break
+                    if self._busy.get(oid):
+                        continue
+                    with suppress(FileNotFoundError):  # another process evicted it too
+                        self.store.remove(oid)
+                        removed += 1
+                    total -= size
+            self._scanned, self._added = total, 0
+            return removed
+
+
+_caches: dict[tuple[int, str, int], MediaCache] = {}
+_caches_lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    """A forked child starts afresh: a lock held by a parent thread at the fork
+    would never be released in the child."""
+    global _caches_lock
+    _caches_lock = threading.Lock()
+    _caches.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def media_cache(root: str, size: int) -> MediaCache:
+    """The process's :class:`MediaCache` for ``root`` (shared by its datasets)."""
+    key = (os.getpid(), os.path.abspath(root), size)
+    with _caches_lock:
+        cache = _caches.get(key)
+        if cache is None:
+            cache = _caches[key] = MediaCache(root, size)
+        return cache
+
+
+def _url_key(url: str) -> str:
+    from .remote import redact
+
+    return hashlib.sha256(redact(url).encode()).hexdigest()
+
+
+class RemoteSource:
+    """A remote repository (a directory remote or ``pixvcs serve``), read
+    through a cache directory; implements :class:`pixvcs.dataset.Source`.
+
+    Pickles to its URL, token and paths; each process reopens the mirror and
+    the endpoint lazily.
+    """
+
+    def __init__(
+        self, url: str, *, cache_dir: str, cache_size: int, token: str | None = None
+    ) -> None:
+        from .dataset import LocalSource
+
+        # a local path is made absolute: a worker process may run elsewhere
+        self.url = url if "://" in url else os.path.abspath(url)
+        self.token = token
+        self.cache_dir = os.path.abspath(cache_dir)
+        self.cache_size = cache_size
+        self.mirror_dir = os.path.join(self.cache_dir, "repos", _url_key(url))
+        self.local = LocalSource(self.mirror_dir, bare=True)
+        self._endpoint: Endpoint | None = None
+        self._pid = -1
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        rev: str,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        token: str | None = None,
+    ) -> RemoteSource:
+        """The source for ``url``, its history fetched into the mirror (skipped
+        when ``rev`` is a full commit id the mirror already has)."""
+        root = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
+        source = cls(url, cache_dir=root, cache_size=cache_size, token=token)
+        source.sync(rev)
+        return source
+
+    # -- history ------------------------------------------------------------------------
+    def sync(self, rev: str | None = None) -> None:
+        """Fetch the remote's history into the mirror and mirror its refs."""
+        from dulwich.refs import Ref
+
+        from .repo import Repo
+
+        endpoint = self._get_endpoint()  # a bad URL fails before anything is written
+        os.makedirs(os.path.dirname(self.mirror_dir), exist_ok=True)
+        with fsutil.repo_lock(self.mirror_dir + ".lock", timeout=300.0):
+            if not os.path.isdir(os.path.join(self.mirror_dir, "objects")):
+                Repo.init(self.mirror_dir, bare=True).close()
+            elif rev is not None and _is_full_id(rev) and self._has_commit(rev):
+                return  # a pinned commit we hold: nothing can change it
+            client, path = endpoint.git_client()
+            with Repo(self.mirror_dir, bare=True) as repo:
+                git = repo.git
+                try:
+                    fetched = client.fetch(path, git)
+                except OSError as e:  # a vanished directory remote
+                    raise RemoteError(self._describe(), f"cannot fetch ({e})") from None
+                remote = {
+                    name: sha
+                    for name, sha in (fetched.refs or {}).items()
+                    if sha is not None
+                    and name.startswith((b"refs/heads/", b"refs/tags/"))
+                    and not name.endswith(b"^{}")
+                }
+                for name in list(git.refs.keys()):
+                    if name.startswith((b"refs/heads/", b"refs/tags/")) and name not in remote:
+                        git.refs.remove_if_equals(name, None)
+                for name, sha in remote.items():
+                    git.refs[Ref(name)] = sha
+                head = (fetched.symrefs or {}).get(Ref(b"HEAD"))
+                if head is not None and head in remote:
+                    git.refs.set_symbolic_ref(Ref(b"HEAD"), head)
+        self.local.close()
+
+    def _has_commit(self, rev: str) -> bool:
+        try:
+            return self.local.resolve(rev) == rev.lower()
+        except Exception:  # noqa: BLE001 - anything unreadable means: fetch
+            return False
+        finally:
+            self.local.close()
+
+    # -- the Source interface -----------------------------------------------------------
+    def describe(self) -> str:
+        return self._describe()
+
+    def _describe(self) -> str:
+        from .remote import redact
+
+        return redact(self.url)
+
+    def resolve(self, rev: str) -> str:
+        return self.local.resolve(rev)
+
+    def list_entries(self, rev: str) -> list[SourceEntry]:
+        return self.local.list_entries(rev)
+
+    def read_blob(self, blob_id: str) -> builtins.bytes:
+        return self.local.read_blob(blob_id)
+
+    def image_facts(self, oids: Sequence[str]) -> dict[str, ImageFacts]:
+        return {}  # the remote's catalog is not fetched: dimensions come from headers
+
+    def object_path(self, oid: str) -> str | None:
+        return None  # cached objects may be evicted at any time: never link them
+
+    def read(self, oid: str) -> builtins.bytes:
+        return self._read_batch([oid])[0]
+
+    def read_many(self, oids: Sequence[str], *, prefetch: int = 16) -> Iterator[builtins.bytes]:
+        from .dataset import read_ahead
+
+        # one download request per batch, a few batches in flight ahead of the consumer
+        return read_ahead(self._read_batch, oids, prefetch, max_batch=64)
+
+    def close(self) -> None:
+        """Release the mirror and the endpoint (both reopen lazily on the next read)."""
+        self.local.close()
+        if self._pid == os.getpid() and self._endpoint is not None:
+            with self._lock:
+                endpoint, self._endpoint = self._endpoint, None
+            close = getattr(endpoint, "close", None)
+            if close is not None:
+                close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_endpoint"] = None  # an httpx client is neither picklable nor fork-safe
+        state["_pid"] = -1
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- media --------------------------------------------------------------------------
+    def _get_endpoint(self) -> Endpoint:
+        from .remote import open_endpoint
+
+        if self._pid != os.getpid():
+            # a new process (pickled, or forked: the parent's lock and client may
+            # be in any state here): start afresh, never touch the parent's
+            self._lock = threading.Lock()
+            self._endpoint = None
+            self._pid = os.getpid()
+        with self._lock:
+            if self._endpoint is None:
+                self._endpoint = open_endpoint(self.url, os.getcwd(), token=self.token)
+            return self._endpoint
+
+    def _cache(self) -> MediaCache:
+        return media_cache(os.path.join(self.cache_dir, "media"), self.cache_size)
+
+    def _read_batch(self, oids: Sequence[str]) -> list[builtins.bytes]:
+        """Fetch the batch's missing objects in one download, then read each."""
+        cache = self._cache()
+        cache.hold(oids)
+        try:
+            self._fetch([o for o in dict.fromkeys(oids) if not cache.store.has(o)])
+            out = [self._read_one(cache, oid) for oid in oids]
+        finally:
+            cache.release(oids)
+        cache.maybe_evict()
+        return out
+
+    def _read_one(self, cache: MediaCache, oid: str) -> builtins.bytes:
+        refetched_corrupt = False
+        for _ in range(_ATTEMPTS):
+            try:
+                return cache.read(oid)
+            except FileNotFoundError:
+                pass  # never fetched, or evicted by another process: fetch (again)
+            except CorruptObject:
+                if refetched_corrupt:
+                    raise  # fetched afresh, verified, and corrupt again: the disk
+                refetched_corrupt = True
+                cache.discard(oid)
+            self._fetch([oid])
+        raise MissingMedia([("", oid)], f"{cache.root} (evicted as fast as it was fetched)")
+
+    def _fetch(self, oids: Sequence[str]) -> None:
+        if not oids:
+            return
+        for oid in oids:
+            if not is_oid(oid):
+                raise CorruptObject(oid, "(not an oid)", self._describe())
+        endpoint = self._get_endpoint()
+        cache = self._cache()
+        try:
+            endpoint.download(oids, cache.store, _no_progress)
+        except (FileNotFoundError, RemoteError):
+            gone = endpoint.missing(oids)
+            if gone:
+                raise MissingMedia([("", o) for o in gone], self._describe()) from None
+            raise
+        size = 0
+        for oid in oids:
+            with suppress(FileNotFoundError):
+                size += cache.store.size(oid)
+        cache.added(len(oids), size)
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def _is_full_id(rev: str) -> bool:
+    return len(rev) == 40 and all(c in "0123456789abcdefABCDEF" for c in rev)
+

@@ -1,0 +1,248 @@
+"""pixvcs.open() over remotes: a directory remote (file://) and a real ``pixvcs
+serve`` on a loopback socket; history mirrored into a cache directory, media
+fetched only when read, into a bounded store shared by processes."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import pickle
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import pixvcs
+from pixvcs import CorruptObject, MissingMedia, RemoteError, Repo
+from pixvcs.cache import MediaCache, RemoteSource, default_cache_dir
+from pixvcs.media import MediaStore
+from pixvcs.server import make_app, make_server
+from tests.conftest import AUTHOR
+from tests.imagegen import make_dataset, write_image
+
+TOKEN = "r-token-0123456789"
+WRITE = "w-token-0123456789"
+
+
+@dataclass
+class Remote:
+    url: str  # what pixvcs.open is given
+    token: str | None
+    work: Repo  # the repository that pushes to it
+    files: dict[str, bytes]  # v1: path -> bytes
+    v1: str
+
+
+def _cached(cache: Path) -> list[str]:
+    return sorted(MediaStore(str(cache / "media")))
+
+
+def _push_v1(work: Repo) -> tuple[dict[str, bytes], str]:
+    files = make_dataset(work.root, {"cat": 3, "dog": 2})
+    files["big/wide.png"] = write_image(os.path.join(work.root, "big", "wide.png"), 9, "PNG", (96, 30))
+    work.add(["."])
+    v1 = work.commit("v1", author=AUTHOR)
+    work.create_tag("v1")
+    work.push(tags=True)
+    return files, v1
+
+
+@pytest.fixture(params=["directory", "http"])
+def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Remote]:
+    if request.param == "directory":
+        Repo.init(str(tmp_path / "shared.git"), bare=True).close()
+        work = Repo.init(str(tmp_path / "work"))
+        work.add_remote("origin", str(tmp_path / "shared.git"))
+        files, v1 = _push_v1(work)
+        try:
+            yield Remote((tmp_path / "shared.git").as_uri(), None, work, files, v1)
+        finally:
+            work.close()
+        return
+    root = tmp_path / "srv"
+    root.mkdir()
+    Repo.init(str(root / "animals"), bare=True).close()
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{WRITE} write\n{TOKEN} read\n")
+    server = make_server(make_app(str(root), str(tokens)), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"127.0.0.1:{server.server_port}"
+    work = Repo.init(str(tmp_path / "work"))
+    try:
+        work.add_remote("origin", f"http://me:{WRITE}@{base}/animals")
+        files, v1 = _push_v1(work)
+        yield Remote(f"http://{base}/animals", TOKEN, work, files, v1)
+    finally:
+        work.close()
+        server.shutdown()
+        server.server_close()
+
+
+def _open(remote: Remote, cache: Path, rev: str = "v1", **kw: object) -> pixvcs.Dataset:
+    return pixvcs.open(remote.url, rev, cache_dir=str(cache), token=remote.token, **kw)  # type: ignore[arg-type]
+
+
+def test_open_a_pinned_version_fetches_only_what_is_read(remote: Remote, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    ds = _open(remote, cache)
+    assert ds.commit == remote.v1 and [r.path for r in ds] == sorted(remote.files)
+    assert ds.classes == ["big", "cat", "dog"]
+    assert _cached(cache) == [], "opening fetches history only"
+    first, last = ds[0], ds[-1]
+    assert first.bytes() == remote.files[first.path]
+    assert last.image().size == (48, 40)
+    assert _cached(cache) == sorted({first.oid, last.oid}), "only what was read"
+    # the history is a mirror under repos/<sha256 of the URL>
+    (mirror,) = [p for p in os.listdir(cache / "repos") if not p.endswith(".lock")]
+    assert len(mirror) == 64
+    # the rest in batches, read ahead
+    got = {r.path: data for r, data in ds.iter_bytes(prefetch=4)}
+    assert got == remote.files
+    assert len(_cached(cache)) == len(remote.files)
+    # a subset and a size filter (read from the image headers: no remote catalog)
+    wide = _open(remote, cache, where={"min_width": 64}, include="big/*")
+    assert [(r.path, r.width, r.height) for r in wide] == [("big/wide.png", 96, 30)]
+
+
+def test_a_pinned_version_does_not_move(remote: Remote, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    v1 = _open(remote, cache)
+    write_image(os.path.join(remote.work.root, "bird", "0.jpg"), 77)
+    remote.work.add(["."])
+    v2 = remote.work.commit("v2", author=AUTHOR)
+    remote.work.push()
+    assert _open(remote, cache, "main").commit == v2, "each open fetches the history"
+    assert len(_open(remote, cache, "main")) == len(remote.files) + 1
+    again = _open(remote, cache, remote.v1)  # a commit id the mirror has: no fetch needed
+    assert again.commit == v1.commit and [r.path for r in again] == [r.path for r in v1]
+    assert {r.path: r.bytes() for r in v1} == remote.files
+    with pytest.raises(pixvcs.BadRevision):
+        _open(remote, cache, "no-such-tag")
+
+
+def test_the_cache_bound_evicts_least_recently_used(remote: Remote, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    bound = 3 * max(len(b) for b in remote.files.values())
+    ds = _open(remote, cache, cache_size=bound)
+    for r in ds:
+        assert r.bytes() == remote.files[r.path]
+    store = MediaCache(str(cache / "media"))
+    assert store.total() <= bound
+    kept = _cached(cache)
+    assert 0 < len(kept) < len(ds)
+    assert ds[-1].oid in kept, "the most recently read object stays"
+    assert ds[0].oid not in kept, "the least recently used one went first"
+    assert ds[0].bytes() == remote.files[ds[0].path], "an evicted object is fetched again"
+    assert store.total() <= bound
+
+
+def test_a_corrupt_cached_object_is_fetched_again(remote: Remote, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    ds = _open(remote, cache)
+    record = ds[1]
+    assert record.bytes() == remote.files[record.path]
+    path = MediaStore(str(cache / "media")).path(record.oid)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(b"rotten")
+    assert record.bytes() == remote.files[record.path]  # detected, re-fetched, verified
+    with open(path, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == record.oid
+
+
+def test_corruption_that_survives_a_fetch_raises(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = _open(remote, tmp_path / "cache")
+    fetches: list[list[str]] = []
+    real_fetch = RemoteSource._fetch
+
+    def counting(self: RemoteSource, oids: list[str]) -> None:
+        fetches.append(list(oids))
+        real_fetch(self, oids)
+
+    def rotten(self: MediaCache, oid: str) -> bytes:  # a disk that corrupts every write
+        raise CorruptObject(oid, "0" * 64, self.root)
+
+    monkeypatch.setattr(RemoteSource, "_fetch", counting)
+    monkeypatch.setattr(MediaCache, "read", rotten)
+    with pytest.raises(CorruptObject):
+        ds[0].bytes()
+    assert fetches == [[ds[0].oid], [ds[0].oid]], "fetched, then fetched again once"
+
+
+def test_media_missing_on_the_remote(remote: Remote, tmp_path: Path) -> None:
+    ds = _open(remote, tmp_path / "cache")
+    victim = ds[2]
+    if remote.url.startswith("file://"):
+        shared = remote.url[len("file://") :]
+    else:
+        shared = str(tmp_path / "srv" / "animals")
+    os.unlink(MediaStore(os.path.join(shared, "lfs")).path(victim.oid))
+    with pytest.raises(MissingMedia) as e:
+        victim.bytes()
+    assert e.value.missing == [(victim.path, victim.oid)]
+
+
+def test_http_needs_the_token(remote: Remote, tmp_path: Path) -> None:
+    if remote.token is None:
+        return  # a directory remote has no authentication
+    with pytest.raises(RemoteError):
+        pixvcs.open(remote.url, "v1", cache_dir=str(tmp_path / "cache"))
+
+
+def test_pickles_without_handles(remote: Remote, tmp_path: Path) -> None:
+    ds = _open(remote, tmp_path / "cache")
+    assert ds[0].bytes()  # the source now holds an endpoint (an httpx client for HTTP)
+    blob = pickle.dumps(ds)
+    assert b"httpx" not in blob and b"dulwich" not in blob
+    copy = pickle.loads(blob)
+    assert {r.path: r.bytes() for r in copy} == remote.files
+
+
+# -- several processes reading one cache -------------------------------------------------
+_DATASET: pixvcs.Dataset | None = None
+
+
+def _init(dataset: pixvcs.Dataset) -> None:
+    global _DATASET
+    _DATASET = dataset
+
+
+def _digests(rounds: int) -> tuple[list[tuple[str, str]], int]:
+    assert _DATASET is not None
+    out = []
+    for _ in range(rounds):
+        for record, data in _DATASET.iter_bytes(prefetch=2):
+            out.append((record.path, hashlib.sha256(data).hexdigest()))
+        out.extend((r.path, hashlib.sha256(r.bytes()).hexdigest()) for r in _DATASET)
+    source = _DATASET.source
+    assert isinstance(source, RemoteSource)
+    return out, source._cache().fetched
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_two_processes_read_one_cache(remote: Remote, tmp_path: Path, method: str) -> None:
+    cache = tmp_path / "cache"
+    bound = 2 * max(len(b) for b in remote.files.values())  # evictions race with reads
+    ds = _open(remote, cache, cache_size=bound)
+    expected = [(r.path, r.oid) for r in ds] * 2
+    with multiprocessing.get_context(method).Pool(2, initializer=_init, initargs=(ds,)) as pool:
+        results = pool.map(_digests, [3, 3])
+    for got, fetched in results:
+        assert got == expected * 3  # (path, sha256 of the bytes read) == (path, oid)
+        assert fetched > len(ds), "evicted objects were fetched again"
+    assert MediaCache(str(cache / "media")).total() <= bound + max(
+        len(b) for b in remote.files.values()
+    ) * 4
+
+
+def test_default_cache_dir() -> None:
+    assert default_cache_dir({"PIXVCS_CACHE_DIR": "/data/c"}) == "/data/c"
+    assert default_cache_dir({"XDG_CACHE_HOME": "/x"}) == "/x/pixvcs"
+    home = os.path.expanduser("~")
+    assert default_cache_dir({}) == os.path.join(home, ".cache", "pixvcs")
