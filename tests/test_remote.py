@@ -202,3 +202,64 @@ def test_cli_remote_push_clone(tmp_path: Path) -> None:
     assert (tmp_path / "copy" / "cat" / "0001.jpg").read_bytes() == (ds / "cat" / "0001.jpg").read_bytes()
     assert "up to date" in run("-C", str(ds), "push")
     assert "fetch first" not in run("-C", str(tmp_path / "copy"), "pull")
+
+
+def test_an_interrupted_push_sends_only_what_is_missing_when_run_again(
+    tmp_path: Path, remote: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pixvcs import media as media_mod
+
+    a = _new(tmp_path, "a", remote)
+    make_dataset(a.root, {"cat": 250})  # more than one transfer batch (100)
+    _commit_all(a, "v1")
+    published: list[str] = []
+    real_publish = media_mod.MediaStore.publish
+
+    def dies_in_the_second_batch(self: media_mod.MediaStore, tmp: str, oid: str) -> None:
+        if self.root != a.media.root and len(published) == 150:
+            raise KeyboardInterrupt("killed")  # stands in for SIGKILL mid-push
+        real_publish(self, tmp, oid)
+        published.append(oid)
+
+    monkeypatch.setattr(media_mod.MediaStore, "publish", dies_in_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        a.push()
+    monkeypatch.setattr(media_mod.MediaStore, "publish", real_publish)
+    with Repo.open(remote) as r:
+        assert "main" not in r.branches(), "no ref before all media arrived"
+        assert len(list(r.media)) == 150
+    result = a.push()
+    assert result.media_sent == 100, "only the objects that had not arrived are sent again"
+    with Repo.open(remote) as r:
+        assert r.branches()["main"] == a.head_commit() and r.fsck().ok
+    a.close()
+
+
+def test_an_interrupted_clone_fetches_only_what_is_missing_when_run_again(
+    tmp_path: Path, remote: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = _new(tmp_path, "a", remote)
+    make_dataset(a.root, {"cat": 120})
+    _commit_all(a, "v1")
+    a.push()
+    b = Repo.init(str(tmp_path / "b"), with_gitattributes=False)
+    b.add_remote("origin", remote)
+    b.fetch()
+    with Repo.open(remote) as r:
+        first = sorted(r.media)[:70]
+    b.fetch_media(first)  # an earlier run got this far before it was killed
+    asked: list[int] = []
+    from pixvcs import remote as remote_mod
+
+    real_download = remote_mod.DirectoryEndpoint.download
+
+    def counting(self: remote_mod.DirectoryEndpoint, oids, dest, progress):  # type: ignore[no-untyped-def]
+        asked.append(len(oids))
+        return real_download(self, oids, dest, progress)
+
+    monkeypatch.setattr(remote_mod.DirectoryEndpoint, "download", counting)
+    b.checkout("origin/main")
+    assert asked == [50], "only the 50 objects not yet here are downloaded"
+    assert b.fsck().ok
+    a.close()
+    b.close()
