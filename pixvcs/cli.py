@@ -87,6 +87,18 @@ def handle_errors(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def write_report(ctx: click.Context, report: str, output: str | None, summary: str) -> None:
+    """A report to stdout, or to OUTPUT with a one-line summary on stdout."""
+    if not output:
+        click.echo(report, nl=False)
+        return
+    path = user_path(ctx, output)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(report)
+    click.echo(f"{summary} report written to {output}")
+
+
 def identity_from_env() -> str | None:
     name, email = os.environ.get("GIT_AUTHOR_NAME"), os.environ.get("GIT_AUTHOR_EMAIL")
     if name and email:
@@ -420,14 +432,7 @@ def diff(
             progress=progress_for(fmt != "text" or output is not None),
         )
         report = render(d, fmt, read_media=repo.media.read, stat_only=stat_only)
-    if output:
-        path = user_path(ctx, output)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(report)
-        click.echo(f"{summary_line(d)}; {fmt} report written to {output}")
-    else:
-        click.echo(report, nl=False)
+    write_report(ctx, report, output, f"{summary_line(d)}; {fmt}")
 
 
 @main.command()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
-from .cli import handle_errors, json_option, main, open_repo, progress_for, user_path
+from .cli import handle_errors, json_option, main, open_repo, progress_for, write_report
 
 
 @main.command()
@@ -67,12 +66,5 @@ def check(
     with open_repo(ctx) as repo:
         result = run_check(repo, spec, staged=staged, progress=progress_for(fmt != "text"))
         report = render(result, fmt, read_media=repo.media.read)
-    if output:
-        path = user_path(ctx, output)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(report)
-        click.echo(f"{summary_line(result)}; {fmt} report written to {output}")
-    else:
-        click.echo(report, nl=False)
+    write_report(ctx, report, output, f"{summary_line(result)}; {fmt}")
     sys.exit(0 if result.ok else 1)
