@@ -3,7 +3,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from click.testing import CliRunner
 
 from pixvcs import CorruptObject, MissingMedia, RefConflict, Repo
 from pixvcs.cli import main
-from tests.conftest import AUTHOR
+from tests.conftest import AUTHOR, race_pushes
 from tests.imagegen import make_dataset, snapshot, write_image
 
 
@@ -102,23 +101,8 @@ def test_concurrent_pushes_one_wins_the_other_is_told_to_fetch(tmp_path: Path, r
     for i, c in enumerate(clones):
         write_image(os.path.join(c.root, "cat", f"{i}.jpg"), 100 + i)
         heads.append(_commit_all(c, f"c{i}"))
-    outcomes: list[str] = []
-    barrier = threading.Barrier(2)
-
-    def go(c: Repo) -> None:
-        barrier.wait()
-        try:
-            c.push()
-            outcomes.append("ok")
-        except RefConflict as e:
-            outcomes.append(str(e))
-
     # each clone is its own repository (own lock); the remote's ref is the contested thing
-    threads = [threading.Thread(target=go, args=(c,)) for c in clones]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = race_pushes(clones)
     assert sorted(o == "ok" for o in outcomes) == [False, True]
     assert any("fetch first" in o for o in outcomes)
     with Repo.open(remote) as r:

@@ -17,13 +17,13 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from pixvcs import CorruptObject, RefConflict, Repo
+from pixvcs import CorruptObject, Repo
 from pixvcs.cli import main
 from pixvcs.errors import UsageError
 from pixvcs.media import MediaStore
 from pixvcs.remote import HttpEndpoint, RemoteError, open_endpoint
 from pixvcs.server import make_app, make_server, parse_auth_file, repositories
-from tests.conftest import AUTHOR
+from tests.conftest import AUTHOR, race_pushes
 from tests.imagegen import image_bytes, make_dataset, snapshot, write_image
 
 WRITE, READ = "w-token-0123456789", "r-token-0123456789"
@@ -444,22 +444,8 @@ def test_concurrent_http_pushes_one_wins(tmp_path: Path, server: Server) -> None
     for i, c in enumerate(clones):
         write_image(os.path.join(c.root, "cat", f"{i}.jpg"), 200 + i)
         heads.append(_commit_all(c, f"c{i}"))
-    outcomes: list[str] = []
-    barrier = threading.Barrier(2)
-
-    def go(c: Repo) -> None:
-        barrier.wait()
-        try:
-            c.push()
-            outcomes.append("ok")
-        except RefConflict as e:
-            outcomes.append(str(e))
-
-    threads = [threading.Thread(target=go, args=(c,)) for c in clones]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # each clone is its own repository (own lock); the remote's ref is the contested thing
+    outcomes = race_pushes(clones)
     assert sorted(o == "ok" for o in outcomes) == [False, True], outcomes
     assert any("fetch first" in o for o in outcomes)
     with server.repo() as r:
