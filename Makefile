@@ -14,10 +14,17 @@ $(BIN)/pixvcs: pyproject.toml
 
 install: $(BIN)/pixvcs
 
-# git and git-lfs are needed by the interoperability tests and the benchmark.
+# Debian packages the tests and the benchmark run for real: git and git-lfs
+# (interoperability), redis-server (Celery workers), chromium (the HTML report
+# rendered in a headless browser).
+SYSTEM_PACKAGES := git:git git-lfs:git-lfs redis-server:redis-server chromium:chromium
 system-deps:
-	@command -v git >/dev/null && command -v git-lfs >/dev/null || { \
-	  $(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q git git-lfs; }
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh demo-work

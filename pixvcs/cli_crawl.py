@@ -188,6 +188,14 @@ def _print_summary(state: Any) -> None:
     help="Contact for the User-Agent (default: config pixvcs.crawlcontact).",
 )
 @click.option(
+    "--broker",
+    default=None,
+    metavar="URL",
+    help="Send the work to `pixvcs worker` processes through this Celery broker "
+    "(e.g. redis://127.0.0.1:6379/0; default: PIXVCS_BROKER_URL, else config "
+    "pixvcs.broker, else in-process).",
+)
+@click.option(
     "--resume",
     "resume_job",
     default=None,
@@ -220,6 +228,7 @@ def crawl(
     retries: int,
     ignore_robots: bool,
     contact: str | None,
+    broker: str | None,
     resume_job: str | None,
     as_json: bool,
 ) -> None:
@@ -239,6 +248,7 @@ def crawl(
       pixvcs crawl --page https://example.org/gallery --depth 1 --label bird
       pixvcs crawl --config flowers.json --search-url 'https://host/search?q={keyword}'
       pixvcs diff main crawl/20260101T120000Z-1a2b3c && pixvcs merge crawl/20260101T120000Z-1a2b3c
+      pixvcs crawl --broker redis://127.0.0.1:6379/0 --urls urls.txt   # with `pixvcs worker`s
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -249,11 +259,14 @@ def crawl(
 
     author = identity_from_env()
     progress = progress_for(as_json)
+    from .tasks import broker_url
+
     with open_repo(ctx) as repo:
+        broker = broker_url(repo, broker)
         if resume_job:
             if urls_file or pages or config_file:
                 raise click.UsageError("--resume continues a job as it was: give no sources")
-            state = resume_crawl(repo, resume_job, author=author, progress=progress)
+            state = resume_crawl(repo, resume_job, author=author, progress=progress, broker=broker)
         else:
             options = CrawlOptions(
                 contact=contact,
@@ -280,7 +293,9 @@ def crawl(
                 base=base,
                 max_images=max_images,
             )
-            state = start_crawl(repo, request, options, author=author, progress=progress)
+            state = start_crawl(
+                repo, request, options, author=author, progress=progress, broker=broker
+            )
     if as_json:
         emit_json(_result_json(state))
         return
@@ -323,3 +338,72 @@ def crawl_status(ctx: click.Context, job: str | None, as_json: bool) -> None:
         added = s.summary.get("added", "-")
         commit = (s.commit or "")[:12] or "-"
         click.echo(f"{s.job}  {s.status:<11} added {added:<6} {commit:<12} {s.branch}")
+
+
+@main.command()
+@click.option(
+    "--broker",
+    default=None,
+    metavar="URL",
+    help="Celery broker URL (default: PIXVCS_BROKER_URL, else config pixvcs.broker).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default: the number of CPUs); each fetches with --workers threads.",
+)
+@click.option(
+    "--visibility-timeout",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds before a chunk a dead worker left unfinished goes to another worker.",
+)
+@click.option(
+    "--loglevel",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+@click.pass_context
+@handle_errors
+def worker(
+    ctx: click.Context,
+    broker: str | None,
+    concurrency: int | None,
+    visibility_timeout: float,
+    loglevel: str,
+) -> None:
+    """Run a Celery worker that crawls for this repository: it fetches, validates
+    and stores the chunks `pixvcs crawl --broker` sends, and stages the commit.
+
+    Workers of one repository share its media store, so run them where the
+    repository is (this machine, or a shared disk at the same path); see
+    docs/crawling.md for workers on other machines. Stop it with Ctrl-C (it
+    finishes the chunks it holds; a killed worker's chunks go to another worker
+    after --visibility-timeout).
+
+    \b
+    Example:
+      pixvcs -C dataset worker --broker redis://127.0.0.1:6379/0 --concurrency 2
+    """
+    from .errors import UsageError
+    from .tasks import broker_url, run_worker
+
+    with open_repo(ctx) as repo:
+        url = broker_url(repo, broker)
+        if url is None:
+            raise UsageError(
+                "no broker: give --broker URL, PIXVCS_BROKER_URL or config pixvcs.broker"
+            )
+        root = repo.root
+    from .repo import Repo
+
+    run_worker(
+        Repo.open(root),
+        url,
+        concurrency=concurrency,
+        loglevel=loglevel.upper(),
+        visibility_timeout=visibility_timeout,
+    )

@@ -24,6 +24,7 @@ turns each into a one-line message and a non-zero exit code::
     ├── HookFailed              a hook (pre-commit, pre-push) refused the operation
     ├── MissingDependency       an optional library a method needs is not installed
     ├── LabelsFileError         a version's labels.csv is malformed
+    ├── CrawlWorkerError        a crawl failed on a Celery worker, or no worker serves the repository
     └── UsageError              a request that makes no sense (exit code 2)
         └── CrawlInputError     a crawl's URL list, config or option is malformed (names the line)
 """
@@ -199,6 +200,11 @@ class MissingDependency(PixvcsError, ImportError):
             f"pip install {package}"
         )
         self.package = package
+
+
+class CrawlWorkerError(PixvcsError):
+    """Raised when a crawl job sent to Celery workers fails there, or when no
+    ``pixvcs worker`` serves the repository's queue on the broker."""
 
 
 class LabelsFileError(PixvcsError):

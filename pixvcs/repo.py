@@ -713,7 +713,9 @@ class Repo(AbstractContextManager["Repo"]):
         ``files`` are ``(path, oid, size)`` for media already in the media store,
         or ``(path, content)`` for ordinary files. The new commit's parent is the
         branch's head, or ``base`` (a revision) when the branch does not exist
-        yet; the branch moves by compare-and-swap. Returns the commit id."""
+        yet; the branch moves by compare-and-swap. A first commit (no parent) gets
+        the ``.gitattributes`` that ``init`` writes unless ``files`` has one.
+        Returns the commit id."""
         with self.lock():
             ref = _ref(f"refs/heads/{branch}")
             _check_ref_name(branch)
@@ -721,6 +723,9 @@ class Repo(AbstractContextManager["Repo"]):
                 parent: str | None = self.git.refs[ref].decode()
             except KeyError:
                 parent = self.resolve(base) if base else self.head_commit()
+            if parent is None and not any(f[0] == ".gitattributes" for f in files):
+                # a first version carries the LFS attributes, as one made by init+add does
+                files = [*files, (".gitattributes", GITATTRIBUTES)]
             new_objects: list[tuple[ShaFile, str | None]] = []
             changes: list[tuple[str, int | None, str | None]] = []
             missing = []

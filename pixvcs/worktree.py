@@ -97,7 +97,13 @@ def _refuse_overwrite(
     repo: Repo, changes: list[trees.Change], entries: dict[str, Entry], progress: Progress
 ) -> None:
     touched = [c.path for c in changes]
-    conflicts = [p for p in touched if p in entries and entries[p].dirty]
+    conflicts = [
+        c.path
+        for c in changes
+        if c.path in entries
+        and entries[c.path].dirty
+        and not (c.new is not None and entries[c.path].blob == c.new[1])  # staged as it comes
+    ]
     local = repo._worktree_changes(progress=progress, only=touched)
     conflicts.extend(local)
     leaving = {c.path for c in changes if c.new is None}
@@ -106,7 +112,8 @@ def _refuse_overwrite(
             continue
         dest = repo._abspath(c.path)
         if c.path not in entries and os.path.lexists(dest) and not os.path.isdir(dest):
-            conflicts.append(c.path)  # an untracked file would be overwritten
+            if not _same_content(repo, dest, c.new):
+                conflicts.append(c.path)  # an untracked file would be overwritten
         if os.path.isdir(dest) and not os.path.islink(dest):
             # a directory where the file goes: only files this change removes may be in it
             for dirpath, _dirs, files in os.walk(dest):
@@ -122,6 +129,27 @@ def _refuse_overwrite(
                 conflicts.append(parent)  # a file where a directory must go
     if conflicts:
         raise LocalChanges(sorted(set(conflicts)))
+
+
+#: Untracked files up to this size are compared with what would replace them.
+_COMPARE_LIMIT = 64 * 1024 * 1024
+
+
+def _same_content(repo: Repo, dest: str, new: tuple[int, str]) -> bool:
+    """Whether the untracked file at ``dest`` already holds exactly what the change
+    writes there (then overwriting it loses nothing: e.g. a crawl's images copied
+    into the work tree by hand before its branch is merged)."""
+    import hashlib
+
+    if os.path.islink(dest) or not os.path.isfile(dest) or os.path.getsize(dest) > _COMPARE_LIMIT:
+        return False
+    blob = repo.store[new[1].encode()]
+    data: bytes = blob.as_raw_string()
+    with open(dest, "rb") as f:
+        current = f.read()
+    if looks_like_pointer(data):
+        return bool(hashlib.sha256(current).hexdigest() == parse_pointer(data).oid)
+    return bool(current == data)
 
 
 def _apply(
@@ -325,10 +353,13 @@ def merge(
         ours = repo.head_commit()
         if ours == theirs or (ours and can_fast_forward(repo.git, _oid(theirs), _oid(ours))):
             return MergeResult("up-to-date", ours)
-        if repo.index.staged():
-            raise LocalChanges([e.path for e in repo.index.staged()])
         ours_tree = repo._commit(ours).tree if ours else None
         theirs_tree = repo._commit(theirs).tree
+        staged = repo.index.staged()
+        if ours is None:  # unborn: staged files the merge brings as they are lose nothing
+            staged = [e for e in staged if _incoming_blob(repo, theirs_tree, e.path) != e.blob]
+        if staged:
+            raise LocalChanges([e.path for e in staged])
         if ours is None or can_fast_forward(repo.git, _oid(ours), _oid(theirs)):
             written, removed = _switch_tree(
                 repo, ours_tree, theirs_tree, force=False, progress=progress
@@ -373,6 +404,11 @@ def merge(
         with repo.index.transaction():
             repo.index.set_meta("base_commit", commit_id)
         return MergeResult("merge", commit_id, written + removed)
+
+
+def _incoming_blob(repo: Repo, tree: bytes, path: str) -> str | None:
+    found = trees.lookup(repo.store, tree, path)
+    return found[1] if found else None
 
 
 def _file_dir_conflicts(a: dict[str, Any], b: dict[str, Any]) -> list[str]:

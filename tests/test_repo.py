@@ -302,6 +302,29 @@ def test_merge_conflict_is_reported_and_changes_nothing(repo: Repo) -> None:
     assert repo.head_commit() == ours and snapshot(repo.root) == before
 
 
+def test_merge_into_an_unborn_branch_over_identical_untracked_files(repo: Repo) -> None:
+    """A crawl into a new repository commits the .gitattributes that init wrote and
+    staged: merging it into the unborn branch loses nothing, so it works; so does an
+    untracked file with the very bytes the merge brings. Other bytes are refused."""
+    attrs = Path(repo.root, ".gitattributes").read_bytes()
+    img = os.path.join(repo.root, "x.jpg")
+    write_image(img, 7)
+    data = Path(img).read_bytes()
+    repo.media.add_bytes(data, oid=hashlib.sha256(data).hexdigest())
+    files = [(".gitattributes", attrs), ("a/x.jpg", hashlib.sha256(data).hexdigest(), len(data))]
+    repo.commit_files("crawl", files, "crawl", author=AUTHOR)  # type: ignore[arg-type]
+    os.makedirs(os.path.join(repo.root, "a"))
+    with open(os.path.join(repo.root, "a", "x.jpg"), "wb") as f:
+        f.write(data[:-1] + b"\0")  # same path, other bytes: refused
+    with pytest.raises(LocalChanges) as err:
+        repo.merge("crawl")
+    assert err.value.paths == ["a/x.jpg"]
+    os.replace(img, os.path.join(repo.root, "a", "x.jpg"))  # the same bytes: fine
+    repo.merge("crawl")
+    assert repo.head_commit() == repo.resolve("crawl")
+    assert repo.status().clean
+
+
 def test_rm(repo: Repo) -> None:
     make_dataset(repo.root, {"a": 2})
     _commit_all(repo, "v1")

@@ -62,6 +62,8 @@ class JobState:
     summary: dict[str, Any] = field(default_factory=dict)
     commit: str | None = None
     error: str | None = None
+    # with a broker: the queue, and the task the coordinator waits for (docs/crawling.md)
+    tasks: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,7 @@ class JobState:
             "base_commit": self.base_commit,
             "commit": self.commit,
             "error": self.error,
+            "tasks": self.tasks,
             "sources": self.sources,
             "max_images": self.max_images,
             "options": self.options.to_json(),
@@ -112,6 +115,7 @@ class JobState:
             summary=dict(data.get("summary") or {}),
             commit=data.get("commit"),
             error=data.get("error"),
+            tasks=dict(data.get("tasks") or {}),
         )
 
     def overview(self) -> dict[str, Any]:
@@ -126,6 +130,7 @@ class JobState:
             "created": self.created,
             "updated": self.updated,
             "error": self.error,
+            "tasks": self.tasks,
             "sources": self.sources,
             "items": None if self.items is None else len(self.items),
             "processed": len(self.outcomes),
@@ -172,7 +177,51 @@ class JobStore:
             return []
         return sorted(n[:-5] for n in names if n.endswith(".json") and _JOB_ID.match(n[:-5]))
 
-    def running(self, job: str) -> AbstractContextManager[None]:
-        """Hold the job's lock (fails at once with LockTimeout if another process runs it)."""
+    def running(self, job: str, timeout: float = 0.2) -> AbstractContextManager[None]:
+        """Hold the job's lock (fails with LockTimeout if another process holds it)."""
         os.makedirs(self.dir, exist_ok=True)
-        return fsutil.repo_lock(os.path.join(self.dir, f"{check_job_id(job)}.lock"), timeout=0.2)
+        return fsutil.repo_lock(
+            os.path.join(self.dir, f"{check_job_id(job)}.lock"), timeout=timeout
+        )
+
+    # -- chunk journals (the work of Celery workers) ----------------------------------
+    def journal_dir(self, job: str) -> str:
+        return os.path.join(self.dir, f"{check_job_id(job)}.chunks")
+
+    def append_outcome(self, job: str, index: int, outcome: Outcome) -> None:
+        """Journal one outcome of chunk ``index``: one JSON line, appended with a single
+        write (O_APPEND), so concurrent writers never interleave within a line. A line
+        torn by a kill is ignored by :meth:`read_journal` (its URL is fetched again)."""
+        directory = self.journal_dir(job)
+        os.makedirs(directory, exist_ok=True)
+        line = json.dumps(outcome.to_json(), sort_keys=True).encode() + b"\n"
+        fd = os.open(
+            os.path.join(directory, f"{index:06d}.jsonl"),
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+            0o644,
+        )
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def read_journal(self, job: str, index: int | None = None) -> dict[str, Outcome]:
+        """url -> outcome from one chunk's journal (or every chunk's); the last line
+        for a URL wins."""
+        directory = self.journal_dir(job)
+        try:
+            names = sorted(n for n in os.listdir(directory) if n.endswith(".jsonl"))
+        except FileNotFoundError:
+            return {}
+        if index is not None:
+            names = [n for n in names if n == f"{index:06d}.jsonl"]
+        out: dict[str, Outcome] = {}
+        for name in names:
+            with open(os.path.join(directory, name), "rb") as f:
+                for raw in f:
+                    try:
+                        outcome = Outcome.from_json(json.loads(raw))
+                    except (ValueError, KeyError, TypeError):  # a torn last line
+                        continue
+                    out[outcome.url] = outcome
+        return out

@@ -148,9 +148,12 @@ def start(
     sleep: Callable[[float], None] = time.sleep,
     progress: Progress = _no_progress,
     job_id: str | None = None,
+    broker: str | None = None,
 ) -> JobState:
     """Start a crawl job and run it to the end; returns its final state. Raises
-    :class:`CrawlInputError` (nothing fetched) for malformed input."""
+    :class:`CrawlInputError` (nothing fetched) for malformed input. With ``broker``
+    (a Celery broker URL), the chunks go to ``pixvcs worker`` processes and the
+    chord's callback commits (:mod:`pixvcs.tasks`)."""
     options = options or CrawlOptions()
     if options.contact is None:
         options = options.replace(contact=contact_from_config(repo))
@@ -176,6 +179,10 @@ def start(
     )
     store = JobStore(repo.state_dir, repo.tmp_dir)
     store.save(state)
+    if broker is not None:
+        from ..tasks import run_distributed
+
+        return run_distributed(repo, store, state, broker, author, transport, sleep, progress)
     return _run(repo, store, state, author, transport, sleep, progress)
 
 
@@ -187,6 +194,7 @@ def resume(
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
     progress: Progress = _no_progress,
+    broker: str | None = None,
 ) -> JobState:
     """Continue an interrupted job: URLs whose images are already stored (or were
     found invalid) are not fetched again. A finished job is returned as it is."""
@@ -194,6 +202,13 @@ def resume(
     state = store.load(job)
     if state.status == "done":
         return state
+    # what workers journalled but no callback recorded (a job interrupted with a broker)
+    for url, outcome in store.read_journal(state.job).items():
+        state.outcomes.setdefault(url, outcome)
+    if broker is not None:
+        from ..tasks import run_distributed
+
+        return run_distributed(repo, store, state, broker, author, transport, sleep, progress)
     return _run(repo, store, state, author, transport, sleep, progress)
 
 
@@ -225,11 +240,8 @@ def _run(
                 store.save(state)
             base = _base_facts(repo, state.base_commit)
             _fetch(repo, store, state, fetcher, progress, base)
-            state.status = "committing"
-            store.save(state)
-            _commit(repo, state, author, progress, base)
+            finish(repo, store, state, author, progress, base)
             state.summary["requests"] = fetcher.requests
-            state.status = "done"
         except BaseException as e:
             state.error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             raise
@@ -237,6 +249,46 @@ def _run(
             fetcher.close()
             store.save(state)
     return state
+
+
+def finish(
+    repo: Repo,
+    store: JobStore,
+    state: JobState,
+    author: str | None,
+    progress: Progress = _no_progress,
+    base: BaseFacts | None = None,
+) -> None:
+    """Deduplicate what was fetched and commit it on the job's branch; the job is done."""
+    if base is None:
+        base = _base_facts(repo, state.base_commit)
+    state.status = "committing"
+    store.save(state)
+    _commit(repo, state, author, progress, base)
+    state.status = "done"
+    state.error = None
+
+
+def discover_items(state: JobState, fetcher: Fetcher, progress: Progress) -> None:
+    """Read the job's sources into ``state.items`` (pages and search results fetched)."""
+    _discover(state, fetcher, progress)
+
+
+def wave(repo: Repo, state: JobState, base: BaseFacts, *, retry_failed: bool) -> list[Item]:
+    """The URLs to fetch next: those with no outcome (or, with ``retry_failed``, also
+    failed ones; never invalid ones or images still stored) — with ``max_images``, only
+    as many as are still needed, in source order."""
+    assert state.items is not None
+    todo = [
+        it
+        for it in state.items
+        if (retry_failed and not _is_done(repo, state.outcomes.get(it.url)))
+        or it.url not in state.outcomes
+    ]
+    if state.max_images is not None:
+        need = state.max_images - len(_decide(state, base).kept)
+        todo = todo[: max(0, need)]
+    return todo
 
 
 def _discover(state: JobState, fetcher: Fetcher, progress: Progress) -> None:

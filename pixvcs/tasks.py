@@ -1,0 +1,396 @@
+"""Celery: the crawl pipeline spread over ``pixvcs worker`` processes (docs/crawling.md,
+"Workers").
+
+The coordinator (``pixvcs crawl --broker URL``) discovers the URLs itself, cuts them
+into chunks and sends them as a Celery chord to the queue of its repository: a
+``pixvcs.crawl.chunk`` task per chunk, and ``pixvcs.crawl.commit`` as the callback,
+which deduplicates and stages the commit on the crawl branch (or, while
+``--max-images`` still wants images, sends the next wave of URLs as a new chord with
+itself as the callback). The coordinator then waits for that callback, showing the
+progress the workers journal.
+
+Why nothing is lost or done twice when a worker dies mid-chunk:
+
+* tasks are acknowledged late (after they finish) and rejected back to the queue when
+  their worker process is lost, so an unfinished chunk is delivered again; over Redis,
+  an unacknowledged message returns after the broker's *visibility timeout*, which
+  :func:`make_app` sets to :data:`VISIBILITY_TIMEOUT` (not Redis's default of an hour)
+  with a restore sweep every few seconds;
+* a chunk task is idempotent: media are content-addressed (the same bytes land under
+  the same name), and each finished URL is journalled
+  (``.pixvcs/pixvcs/crawl/<job>.chunks/<n>.jsonl``) before the next, so a redelivered
+  chunk fetches only what its killed predecessor had not finished;
+* the callback merges the journals as well as the results it is handed, re-sends any
+  URL that has no outcome at all (a chunk that was lost), and commits once: a commit
+  carries the job's trailer, and a callback that finds it does not commit again.
+
+Every task names the repository's queue (:func:`queue_for`), and a worker refuses
+tasks of another repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .errors import CrawlWorkerError, LockTimeout, MissingDependency, UsageError
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from .crawl.job import JobState, JobStore
+    from .repo import Repo
+
+Progress = Callable[[str, int, int], None]
+
+#: Seconds before Redis hands an unacknowledged crawl chunk to another worker. A chunk
+#: that runs longer than this is delivered twice (harmless: chunks are idempotent).
+VISIBILITY_TIMEOUT = 60.0
+#: Seconds between sweeps that return expired unacknowledged messages to the queue.
+RESTORE_INTERVAL = 5.0
+#: Waves of re-sent URLs a job may go through before it gives up.
+MAX_WAVES = 20
+#: Where a worker finds its repository (set by :func:`run_worker`, inherited by the
+#: pool's forked processes).
+_WORKER: dict[str, str] = {}
+
+
+def broker_url(repo: Repo, given: str | None) -> str | None:
+    """The broker: ``given`` (``--broker``), else ``PIXVCS_BROKER_URL``, else the
+    repository's config ``pixvcs.broker``; ``None`` means in-process."""
+    if given:
+        return given
+    env = os.environ.get("PIXVCS_BROKER_URL")
+    if env:
+        return env
+    try:
+        value = repo.git.get_config().get((b"pixvcs",), b"broker")
+    except KeyError:
+        return None
+    return value.decode().strip() or None
+
+
+def queue_for(repo: Repo) -> str:
+    """The Celery queue of a repository: named after its real path, so the workers
+    of one repository never receive another's chunks."""
+    where = os.path.realpath(repo.git_dir).encode()
+    return f"pixvcs.crawl.{hashlib.sha256(where).hexdigest()[:16]}"
+
+
+def make_app(
+    broker: str,
+    *,
+    visibility_timeout: float = VISIBILITY_TIMEOUT,
+    restore_interval: float = RESTORE_INTERVAL,
+) -> Celery:
+    """A Celery app for ``broker`` (also its result backend), with the crawl tasks."""
+    try:
+        from celery import Celery
+    except ImportError as e:  # a dependency, but say what is wrong if it is missing
+        raise MissingDependency("celery", "crawling with workers (--broker)") from e
+    app = Celery("pixvcs", broker=broker, backend=broker, set_as_current=False)
+    transport = {
+        "visibility_timeout": visibility_timeout,
+        "unacked_restore_interval": restore_interval,
+        "unacked_restore_throttle": 1,
+    }
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        result_expires=7 * 24 * 3600,
+        result_extended=False,
+        worker_hijack_root_logger=False,
+        task_default_queue="pixvcs.crawl",
+    )
+    app.task(name="pixvcs.crawl.chunk", bind=True)(_chunk_task)
+    app.task(name="pixvcs.crawl.commit", bind=True, max_retries=None)(_commit_task)
+    return app
+
+
+# -- the worker side ------------------------------------------------------------------
+def run_worker(
+    repo: Repo,
+    broker: str,
+    *,
+    concurrency: int | None = None,
+    loglevel: str = "INFO",
+    visibility_timeout: float = VISIBILITY_TIMEOUT,
+) -> None:
+    """Serve the repository's crawl queue until stopped (``pixvcs worker``)."""
+    queue = queue_for(repo)
+    _WORKER["root"] = repo.root
+    _WORKER["queue"] = queue
+    app = make_app(broker, visibility_timeout=visibility_timeout)
+    argv = [
+        "worker",
+        "--queues",
+        queue,
+        "--loglevel",
+        loglevel,
+        "--hostname",
+        f"pixvcs-{os.getpid()}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "--concurrency",
+        str(concurrency or os.cpu_count() or 1),
+    ]
+    app.worker_main(argv=argv)
+
+
+def _worker_repo(queue: str) -> Repo:
+    from .repo import Repo
+
+    root = _WORKER.get("root")
+    if root is None:
+        raise CrawlWorkerError("this process is not a pixvcs worker (no repository)")
+    if queue != _WORKER.get("queue"):
+        raise CrawlWorkerError(
+            f"task for queue {queue!r} reached the worker of {root} ({_WORKER.get('queue')})"
+        )
+    return Repo.open(root)
+
+
+def _chunk_task(
+    task: Any,
+    queue: str,
+    job: str,
+    index: int,
+    options: dict[str, Any],
+    items: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Fetch, validate, hash and store one chunk; returns its outcomes (JSON), in order.
+    URLs a previous delivery finished (journalled, image still stored) are not
+    fetched again."""
+    from .crawl.chunk import Outcome, process_item
+    from .crawl.fetch import Fetcher
+    from .crawl.job import JobStore
+    from .crawl.options import CrawlOptions
+    from .crawl.pipeline import _is_done, _version
+    from .crawl.sources import Item
+
+    repo = _worker_repo(queue)
+    try:
+        opts = CrawlOptions.from_json(options)
+        its = [Item.from_json(i) for i in items]
+        store = JobStore(repo.state_dir, repo.tmp_dir)
+        journal = store.read_journal(job, index)
+        out: dict[str, Outcome] = {}
+        todo = []
+        for it in its:
+            done = journal.get(it.url)
+            if done is not None and _is_done(repo, done):
+                out[it.url] = done
+            else:
+                todo.append(it)
+        if todo:
+
+            def put(data: bytes, oid: str) -> None:
+                repo.media.add_bytes(data, oid=oid)
+
+            fetcher = Fetcher(opts, version=_version())
+            pool = ThreadPoolExecutor(max_workers=min(opts.workers, len(todo)))
+            try:
+                pending: set[Future[Outcome]] = {
+                    pool.submit(process_item, it, opts, fetcher, put) for it in todo
+                }
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        outcome = fut.result()
+                        store.append_outcome(job, index, outcome)
+                        out[outcome.url] = outcome
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+                fetcher.close()
+        return [out[it.url].to_json() for it in its]
+    finally:
+        repo.close()
+
+
+def _commit_task(
+    task: Any,
+    results: list[list[dict[str, Any]]] | None,
+    queue: str,
+    job: str,
+    author: str | None,
+) -> dict[str, Any]:
+    """The chord's callback: merge the chunks' outcomes into the job, then send the
+    next wave (URLs with no outcome: lost chunks, or more wanted by --max-images) or
+    deduplicate and commit."""
+    from .crawl.chunk import Outcome
+    from .crawl.job import JobStore
+    from .crawl.pipeline import _base_facts, finish, wave
+
+    repo = _worker_repo(queue)
+    try:
+        store = JobStore(repo.state_dir, repo.tmp_dir)
+        try:
+            with store.running(job, timeout=2.0):
+                state = store.load(job)
+                if state.status == "done":
+                    return {"job": job, "commit": state.commit}
+                for chunk in results or []:
+                    for data in chunk:
+                        o = Outcome.from_json(data)
+                        state.outcomes[o.url] = o
+                for url, o in store.read_journal(job).items():
+                    state.outcomes.setdefault(url, o)
+                base = _base_facts(repo, state.base_commit)
+                todo = wave(repo, state, base, retry_failed=False)
+                if todo:
+                    waves = int(state.tasks.get("waves", 1))
+                    if waves >= MAX_WAVES:
+                        raise CrawlWorkerError(f"crawl job {job}: {len(todo)} URL(s) never done")
+                    callback = _dispatch(task.app, queue, state, todo, author)
+                    state.tasks.update(callback=callback, waves=waves + 1)
+                    store.save(state)
+                    return {"job": job, "next": callback}
+                finish(repo, store, state, author)
+                store.save(state)
+                return {"job": job, "commit": state.commit}
+        except LockTimeout:  # the coordinator is still saving the job: soon free
+            raise task.retry(countdown=1.0) from None
+    finally:
+        repo.close()
+
+
+# -- the coordinator side ------------------------------------------------------------
+def _dispatch(app: Celery, queue: str, state: JobState, todo: list[Any], author: str | None) -> str:
+    """Send ``todo`` as a chord of chunk tasks with the commit task as its callback;
+    returns the callback's task id."""
+    from celery import chord, signature
+
+    size = max(1, min(state.options.chunk_size, -(-len(todo) // 64)))
+    # chunk numbers continue from earlier waves, so their journals never mix
+    first = int(state.tasks.get("chunks", 0))
+    options = state.options.to_json()
+    header = [
+        signature(
+            "pixvcs.crawl.chunk",
+            args=(
+                queue,
+                state.job,
+                first + n,
+                options,
+                [it.to_json() for it in todo[i : i + size]],
+            ),
+            queue=queue,
+            app=app,
+        )
+        for n, i in enumerate(range(0, len(todo), size))
+    ]
+    state.tasks["chunks"] = first + len(header)
+    body = signature("pixvcs.crawl.commit", args=(queue, state.job, author), queue=queue, app=app)
+    result = chord(header, app=app)(body)
+    return str(result.id)
+
+
+def _workers_serving(app: Celery, queue: str) -> list[str]:
+    replies = app.control.inspect(timeout=2.0).active_queues() or {}
+    return sorted(w for w, queues in replies.items() if any(q.get("name") == queue for q in queues))
+
+
+def run_distributed(
+    repo: Repo,
+    store: JobStore,
+    state: JobState,
+    broker: str,
+    author: str | None,
+    transport: httpx.BaseTransport | None,
+    sleep: Callable[[float], None],
+    progress: Progress,
+) -> JobState:
+    """Discover in this process, send the chunks to the workers, wait for the commit."""
+    from .crawl.fetch import Fetcher
+    from .crawl.pipeline import _base_facts, _version, discover_items, wave
+
+    app = make_app(broker)
+    queue = queue_for(repo)
+    try:
+        if not _workers_serving(app, queue):
+            raise CrawlWorkerError(
+                f"no pixvcs worker serves this repository on {_redact(broker)}: start one "
+                f"with `pixvcs -C {repo.root} worker --broker {_redact(broker)}`"
+            )
+        with store.running(state.job):
+            state.error = None
+            if state.items is None:
+                fetcher = Fetcher(
+                    state.options, transport=transport, sleep=sleep, version=_version()
+                )
+                try:
+                    discover_items(state, fetcher, progress)
+                finally:
+                    fetcher.close()
+            state.status = "fetching"
+            todo = wave(repo, state, _base_facts(repo, state.base_commit), retry_failed=True)
+            for it in todo:  # failed before: fetched again
+                state.outcomes.pop(it.url, None)
+            state.tasks.update(broker=_redact(broker), queue=queue, waves=1)
+            if todo:
+                state.tasks["callback"] = _dispatch(app, queue, state, todo, author)
+            else:
+                body = app.signature("pixvcs.crawl.commit", args=([], queue, state.job, author))
+                state.tasks["callback"] = str(body.apply_async(queue=queue).id)
+            store.save(state)
+        _wait(app, store, state, progress)
+    except BaseException as e:
+        if not isinstance(e, KeyboardInterrupt):
+            _record_error(store, state.job, e)
+        raise
+    return store.load(state.job)
+
+
+def _wait(app: Celery, store: JobStore, state: JobState, progress: Progress) -> None:
+    """Follow the job's callbacks (one per wave) until one has committed."""
+    assert state.items is not None
+    total = len(state.items)
+    task_id = str(state.tasks["callback"])
+    while True:
+        result = app.AsyncResult(task_id)
+        while not result.ready():
+            progress("fetch", min(total, len(store.read_journal(state.job))), total)
+            time.sleep(0.5)
+        if result.failed():
+            raise CrawlWorkerError(f"crawl job {state.job} failed on a worker: {result.result!r}")
+        value = result.result
+        if not isinstance(value, dict):
+            raise CrawlWorkerError(f"crawl job {state.job}: unexpected task result {value!r}")
+        if "next" not in value:
+            progress("commit", 1, 1)
+            return
+        task_id = str(value["next"])
+
+
+def _record_error(store: JobStore, job: str, error: BaseException) -> None:
+    try:
+        with store.running(job, timeout=5.0):
+            state = store.load(job)
+            if state.status != "done":
+                state.error = (
+                    f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                )
+                store.save(state)
+    except (LockTimeout, UsageError):  # best effort: the error is raised anyway
+        pass
+
+
+def _redact(url: str) -> str:
+    """A broker URL without its password, fit for messages and the job state."""
+    parsed = httpx.URL(url) if "://" in url else None
+    if parsed is None or not parsed.password:
+        return url
+    return str(parsed.copy_with(password="***"))
