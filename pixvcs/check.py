@@ -16,6 +16,11 @@ and recorded. The result lists every rule that was evaluated and every
 violation, each naming its rule and paths (and, for pairs, the Hamming distance
 of their perceptual hashes). ``to_json()`` is the canonical form, documented in
 docs/ci.md; pixvcs/report.py renders the others.
+
+With ``[provenance] required``, the checked images must each have a provenance
+record (:mod:`pixvcs.provenance`) in the ``provenance/*.jsonl`` files of the
+checked side; those files are read before anything else, so a malformed one
+stops the check (exit code 2) naming the file and line.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from . import neardup, trees
 from .errors import MissingMedia, UsageError
 from .policy import POLICY_FILE, Policy, parse_policy
+from .provenance import ProvenanceIndex, Record, is_provenance_file, parse_records
 
 if TYPE_CHECKING:
     from .repo import Repo
@@ -66,6 +72,7 @@ RULES: dict[str, str] = {
     "classes.max_imbalance": "largest class / smallest class <= [classes] max_imbalance",
     "changes.max_added": "a change adds at most [changes] max_added images",
     "changes.max_removed_fraction": "a change removes at most this fraction of the images",
+    "provenance.required": "every image has a provenance record (provenance/*.jsonl)",
 }
 
 
@@ -286,16 +293,30 @@ def _index_files(repo: Repo) -> dict[str, _File]:
     }
 
 
+def _read(repo: Repo, entry: _File) -> bytes:
+    """The bytes of a tracked file of the checked side (a git blob, or media)."""
+    if entry.kind == "media" and entry.oid:
+        return repo.media.read(entry.oid)
+    assert entry.blob is not None
+    return trees.blob_bytes(repo.store, entry.blob)
+
+
 def load_policy(repo: Repo, files: dict[str, _File]) -> Policy:
     """The policy of a version: its ``pixvcs.toml``, or the defaults when it has none."""
     entry = files.get(POLICY_FILE)
     if entry is None or entry.blob is None:
         return Policy()
-    if entry.kind == "media" and entry.oid:
-        data = repo.media.read(entry.oid)
-    else:
-        data = trees.blob_bytes(repo.store, entry.blob)
-    return parse_policy(data, POLICY_FILE)
+    return parse_policy(_read(repo, entry), POLICY_FILE)
+
+
+def load_provenance(repo: Repo, files: dict[str, _File]) -> tuple[ProvenanceIndex, int]:
+    """Every provenance record of a version (its ``provenance/**/*.jsonl`` files) and
+    how many such files it has. Raises :class:`ProvenanceError` for a malformed one."""
+    records: list[Record] = []
+    found = sorted(p for p, f in files.items() if is_provenance_file(p) and f.blob is not None)
+    for path in found:
+        records += parse_records(_read(repo, files[path]), path)
+    return ProvenanceIndex(records), len(found)
 
 
 # -- evaluation ---------------------------------------------------------------------
@@ -331,6 +352,8 @@ def _evaluate(
     progress: Progress,
 ) -> CheckResult:
     policy = load_policy(repo, head_files)
+    # read before any image is decoded: a malformed file stops the check at once
+    provenance = load_provenance(repo, head_files) if policy.provenance.required else None
     folders = set(policy.splits.folders)
     base_oids = {p: f.oid for p, f in (base_files or {}).items() if f.kind == "media"}
     media = [f for f in head_files.values() if f.kind == "media" and f.oid]
@@ -378,6 +401,8 @@ def _evaluate(
     if base_files is not None:
         result.changes = _changes(base_files, head_files)
         _change_rules(policy, base_files, head_files, result.changes, rules)
+    if provenance is not None:
+        _provenance_rule(images, *provenance, rules)
     result.rules = list(rules.results.values())
     result.violations = rules.violations
     return result
@@ -715,3 +740,31 @@ def _change_rules(
                     more_paths=max(0, len(removed) - MAX_PATHS_PER_VIOLATION),
                 )
             )
+
+
+def _provenance_rule(
+    images: list[_Image], index: ProvenanceIndex, nfiles: int, rules: _Rules
+) -> None:
+    """``[provenance] required``: every checked image (every image of a version, the
+    new ones of a change) has a record whose oid is the image's. Hand-added images
+    count as much as crawled ones: pixvcs cannot tell them apart, and a policy that
+    asks for provenance wants to know where every image came from (docs/ci.md)."""
+    scope = [im for im in images if im.new]
+    rules.start("provenance.required", len(scope))
+    where = (
+        f"is in none of the {nfiles} provenance file(s)"
+        if nfiles
+        else "has none: the version has no provenance/*.jsonl file"
+    )
+    for im in scope:
+        if index.covers(im.oid):
+            continue
+        stale = index.by_path.get(im.path)
+        if stale is not None:
+            why = (
+                f"no provenance record for these bytes ({stale.file}:{stale.line} records"
+                f" other bytes, {stale.oid[:12]}, at this path)"
+            )
+        else:
+            why = f"no provenance record (oid {im.oid[:12]} {where})"
+        rules.add(Violation("provenance.required", f"{im.path}: {why}", [im.path], oids=[im.oid]))

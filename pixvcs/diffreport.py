@@ -181,11 +181,11 @@ def html_report(d: DatasetDiff, read_media: ReadMedia | None = None) -> str:
         f"<title>{e(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{e(title)}</h1>",
-        "<table><tr>" + "".join(f"<th>{k}</th>" for k, _ in keys) + "</tr><tr>",
+        '<table class="counts"><tr>' + "".join(f"<th>{k}</th>" for k, _ in keys) + "</tr><tr>",
         "".join(f'<td class="n">{len(v)}</td>' for _, v in keys) + "</tr></table>",
     ]
     if d.classes:
-        out.append("<h2>Classes</h2><table><tr><th>class</th>")
+        out.append('<h2>Classes</h2><table class="classes"><tr><th>class</th>')
         out.append("<th>before</th><th>after</th><th>change</th></tr>")
         for cls, n in d.classes.items():
             before, after = int(n["before"]), int(n["after"])
@@ -197,7 +197,8 @@ def html_report(d: DatasetDiff, read_media: ReadMedia | None = None) -> str:
     for title_, paths in (("Added", d.added), ("Removed", d.removed)):
         images = [p for p in paths if p in d.oids]
         if images:
-            out.append(f"<h2>{title_} images ({len(images)})</h2><div class=grid>")
+            kind = title_.lower()
+            out.append(f'<h2>{title_} images ({len(images)})</h2><div class="grid {kind}">')
             for p in images[:HTML_CHANGED]:
                 out.append(_figure(thumbs, p, d.oids[p]))
             out.append("</div>")
@@ -211,17 +212,18 @@ def html_report(d: DatasetDiff, read_media: ReadMedia | None = None) -> str:
             if len(others) > HTML_LIST:
                 out.append(f"<p>… and {len(others) - HTML_LIST} more</p>")
     if d.renamed:
-        out.append(f"<h2>Renamed / relabelled ({len(d.renamed)})</h2>")
+        out.append(f'<h2>Renamed / relabelled ({len(d.renamed)})</h2><div class="pairs">')
         for i, r in enumerate(d.renamed[:HTML_LIST]):
             src, dst = r["from"], r["to"]
             oid = d.oids.get(dst) if i < HTML_CHANGED else None
             if oid is not None:
                 out.append(
-                    f'<div class="pair">{_figure(thumbs, src, oid)}<div>→</div>'
+                    f'<div class="pair">{_figure(thumbs, src, oid)}<div class="dist">→</div>'
                     f"<div><code>{e(dst)}</code></div></div>"
                 )
             else:
-                out.append(f"<p><code>{e(src)}</code> → <code>{e(dst)}</code></p>")
+                out.append(f'<div class="pair"><code>{e(src)}</code> → <code>{e(dst)}</code></div>')
+        out.append("</div>")
         if len(d.renamed) > HTML_LIST:
             out.append(f"<p>… and {len(d.renamed) - HTML_LIST} more</p>")
     if d.modified:

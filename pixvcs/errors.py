@@ -26,7 +26,8 @@ turns each into a one-line message and a non-zero exit code::
     ├── LabelsFileError         a version's labels.csv is malformed
     ├── CrawlWorkerError        a crawl failed on a Celery worker, or no worker serves the repository
     └── UsageError              a request that makes no sense (exit code 2)
-        └── CrawlInputError     a crawl's URL list, config or option is malformed (names the line)
+        ├── CrawlInputError     a crawl's URL list, config or option is malformed (names the line)
+        └── ProvenanceError     a provenance file in a version is malformed (names the line)
 """
 
 from __future__ import annotations
@@ -249,6 +250,20 @@ class CrawlInputError(UsageError):
     def __init__(self, source: str, line: int, why: str) -> None:
         where = f"{source}:{line}" if line else source
         super().__init__(f"{where}: {why}")
+        self.source = source
+        self.line = line
+        self.why = why
+
+
+class ProvenanceError(UsageError):
+    """Raised for a provenance file that is not UTF-8, or whose line is not a JSON
+    object with a valid ``oid``, ``path`` and origin (``url`` or ``source``).
+    ``source`` is the file's path in the version, ``line`` the 1-based line (0: the
+    file as a whole), ``why`` what is wrong. Exit code 2."""
+
+    def __init__(self, source: str, line: int, why: str) -> None:
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"malformed provenance file {where}: {why}")
         self.source = source
         self.line = line
         self.why = why

@@ -88,6 +88,7 @@ class ChangesPolicy:
 
 @dataclass(frozen=True)
 class ProvenancePolicy:
+    # every checked image needs a record in the version's provenance/*.jsonl files
     required: bool = False
 
 
@@ -204,15 +205,6 @@ def policy_from_dict(doc: dict[str, Any], source: str = POLICY_FILE) -> Policy:
 
     prov = ProvenancePolicy(required=r.bool_(provenance, "provenance", "required", False))
     r.no_other_keys(provenance, "provenance")
-    if prov.required:
-        # Fail closed: a policy that demands provenance must not pass while pixvcs
-        # cannot see provenance records (they arrive with `pixvcs crawl`).
-        raise PolicyError(
-            "provenance.required",
-            "is not supported by this version of pixvcs yet (provenance records arrive "
-            "with `pixvcs crawl`); remove the key or set it to false",
-            source,
-        )
     return Policy(img, dup, spl, cls, chg, prov, source=source)
 
 

@@ -187,14 +187,22 @@ def markdown(result: CheckResult) -> str:
 
 # -- html -----------------------------------------------------------------------------
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1280px}
 h1 .ok{color:#1a7f37} h1 .fail{color:#cf222e}
 table{border-collapse:collapse;margin:1em 0} td,th{border:1px solid #ccc;padding:4px 8px}
-td.n{text-align:right} tr.fail td{background:#ffebe9}
-.pair{display:flex;gap:1em;align-items:center;margin:1em 0;padding:.5em;border:1px solid #ddd}
-figure{margin:0;text-align:center;max-width:180px} figcaption{font-size:12px;word-break:break-all}
-.grid{display:flex;flex-wrap:wrap;gap:.5em} .missing{display:inline-block;width:128px;
-height:64px;background:#eee;font-size:12px;line-height:64px;text-align:center}
+th{background:#f6f8fa;text-align:left} td.n{text-align:right;font-variant-numeric:tabular-nums}
+tr.fail td{background:#ffebe9}
+.pairs,.grid{display:flex;flex-wrap:wrap;gap:.75em;margin:1em 0}
+.pair{display:flex;gap:.75em;align-items:flex-start;padding:.5em;border:1px solid #ddd;
+border-radius:4px}
+.pair .dist{align-self:center;text-align:center;font-size:13px;min-width:8em}
+.pair .dist b{display:block;font-size:17px;margin-top:.2em}
+figure{margin:0;width:136px;text-align:center}
+.thumb{display:flex;align-items:center;justify-content:center;width:128px;height:128px;
+margin:0 auto;background:#f6f8fa;border:1px solid #e5e5e5}
+.thumb img{max-width:128px;max-height:128px}
+.missing{color:#666;font-size:12px}
+figcaption{font-size:12px;word-break:break-all;margin-top:4px}
 code{word-break:break-all}
 """
 
@@ -240,9 +248,9 @@ def _figure(thumbs: _Thumbs, path: str, oid: str | None) -> str:
     e = html.escape
     uri = thumbs(oid)
     img = (
-        f'<img src="{e(uri)}" alt="{e(path)}">'
+        f'<div class="thumb"><img src="{e(uri)}" alt="{e(path)}"></div>'
         if uri
-        else '<span class="missing">no preview</span>'
+        else '<div class="thumb missing">no preview</div>'
     )
     return f"<figure>{img}<figcaption>{e(path)}</figcaption></figure>"
 
@@ -261,7 +269,7 @@ def html_report(result: CheckResult, read_media: ReadMedia | None = None) -> str
         f"<h1>pixvcs check: {status}</h1>",
         f"<p>Checked {e(_scope(result))}. Policy: <code>"
         f"{e(result.policy.source or 'defaults (no pixvcs.toml)')}</code>.</p>",
-        "<table><tr>",
+        '<table class="counts"><tr>',
     ]
     keys = ["images", "checked"]
     if result.changes is not None:
@@ -269,7 +277,7 @@ def html_report(result: CheckResult, read_media: ReadMedia | None = None) -> str
     out.append("".join(f"<th>{k}</th>" for k in keys) + "</tr><tr>")
     out.append("".join(f'<td class="n">{int(c[k])}</td>' for k in keys) + "</tr></table>")
     if result.classes:
-        out.append("<h2>Classes</h2><table><tr><th>class</th>")
+        out.append('<h2>Classes</h2><table class="classes"><tr><th>class</th>')
         if result.changes is not None:
             out.append("<th>before</th><th>after</th><th>change</th></tr>")
         else:
@@ -285,7 +293,9 @@ def html_report(result: CheckResult, read_media: ReadMedia | None = None) -> str
             else:
                 out.append(f"<tr><td><code>{e(cls)}</code></td><td class=n>{after}</td></tr>")
         out.append("</table>")
-    out.append("<h2>Rules</h2><table><tr><th>rule</th><th>result</th><th>checked</th>")
+    out.append(
+        '<h2>Rules</h2><table class="rules"><tr><th>rule</th><th>result</th><th>checked</th>'
+    )
     out.append("<th>violations</th><th>meaning</th></tr>")
     for r in result.rules:
         out.append(
@@ -296,15 +306,17 @@ def html_report(result: CheckResult, read_media: ReadMedia | None = None) -> str
     out.append("</table>")
     pairs = [v for v in result.violations if v.distance is not None and len(v.paths) == 2]
     if pairs:
-        out.append(f"<h2>Duplicate and leakage pairs ({len(pairs)} listed)</h2>")
+        out.append(f'<h2>Duplicate and leakage pairs ({len(pairs)} listed)</h2><div class="pairs">')
         for v in pairs[:HTML_PAIRS]:
             oids = v.oids if len(v.oids) == 2 else [None, None]
+            kind = {"exact": "same bytes", "near": "near-duplicate"}.get(v.kind or "", "")
             out.append(
                 f'<div class="pair">{_figure(thumbs, v.paths[0], oids[0])}'
-                f"<div><code>{e(v.rule)}</code><br>{e(v.kind or '')}<br>"
-                f"distance {int(v.distance or 0)}</div>"
+                f'<div class="dist"><code>{e(v.rule)}</code><br>{e(kind)}'
+                f"<b>distance {int(v.distance or 0)}</b></div>"
                 f"{_figure(thumbs, v.paths[1], oids[1])}</div>"
             )
+        out.append("</div>")
         if len(pairs) > HTML_PAIRS:
             out.append(f"<p>… and {len(pairs) - HTML_PAIRS} more pairs (see the JSON report)</p>")
     others = [v for v in result.violations if v.distance is None]
@@ -320,7 +332,7 @@ def html_report(result: CheckResult, read_media: ReadMedia | None = None) -> str
             paths = [p for p in result.changes[key] if p in result.oids]
             if not paths:
                 continue
-            out.append(f"<h2>{title} images ({len(paths)})</h2><div class=grid>")
+            out.append(f'<h2>{title} images ({len(paths)})</h2><div class="grid {key}">')
             for p in paths[:HTML_CHANGED]:
                 out.append(_figure(thumbs, p, result.oids.get(p)))
             out.append("</div>")

@@ -68,6 +68,8 @@ def test_every_key_parses() -> None:
     assert (p.changes.max_removed_fraction, p.changes.max_added) == (0.05, 5000)
     assert p.to_json()["duplicates"]["near_distance"] == 4
     assert parse_policy(b"[splits]\nfolders = []\n").splits.folders == []
+    assert parse_policy(b"[provenance]\nrequired = true\n").provenance.required is True
+    assert p.provenance.required is False
 
 
 @pytest.mark.parametrize(
@@ -91,7 +93,8 @@ def test_every_key_parses() -> None:
         ("[classes]\nallowed = [1, 2]\n", "classes.allowed", "list of non-empty strings"),
         ("[changes]\nmax_removed_fraction = 2\n", "changes.max_removed_fraction", "between"),
         ("[changes]\nmax_added = 1.5\n", "changes.max_added", "must be an integer"),
-        ("[provenance]\nrequired = true\n", "provenance.required", "not supported"),
+        ("[provenance]\nrequired = 'yes'\n", "provenance.required", "true or false"),
+        ("[provenance]\npaths = ['web']\n", "provenance.paths", "unknown key"),
         ("images = 3\n", "images", "must be a table"),
     ],
 )

@@ -24,6 +24,7 @@ import httpx
 
 from ..errors import CrawlInputError, UsageError
 from ..imageinfo import ImageInfo, InvalidImage, inspect_image
+from ..provenance import PROVENANCE_DIR
 from .chunk import FAILED, INVALID, STORED, Outcome, process_chunk
 from .dedupe import Candidate, Decision, dedupe
 from .fetch import Fetcher
@@ -40,8 +41,6 @@ Progress = Callable[[str, int, int], None]
 
 #: Folder of images whose source gave no label.
 DEFAULT_LABEL = "unlabelled"
-#: Where provenance goes in the committed tree.
-PROVENANCE_DIR = "provenance"
 #: File extension of each format, for the paths of added images.
 EXTENSIONS = {
     "JPEG": "jpg",
