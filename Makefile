@@ -36,8 +36,11 @@ lint: install
 	$(BIN)/ruff check pixvcs tests $(wildcard bench scripts)
 	$(BIN)/mypy
 
+# run.py renders results.md whole; the other two put their sections back in.
 bench: install system-deps
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/transfer_bench.py
+	$(BIN)/python bench/crawl_bench.py
 
 clean:
 	rm -rf $(VENV) demo-work bench/work

@@ -551,8 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         with open(json_path) as f:
             data = json.load(f)
-        with open(md_path, "w") as f:
-            f.write(render(data))
+        write_md(md_path, render(data))
         print("wrote", md_path)
         return 0
     if args.quick:
@@ -583,10 +582,21 @@ def main(argv: list[str] | None = None) -> int:
         bench_size(args, runner, res, size, dvc)
         res.data["meta"]["elapsed_s"] = round(time.perf_counter() - t0)
         res.save()
-        with open(md_path, "w") as f:
-            f.write(render(res.data))
+        write_md(md_path, render(res.data))
     print("wrote", md_path, "and", json_path, flush=True)
     return 0
+
+
+def write_md(md_path: str, text: str) -> None:
+    """Write results.md, keeping the sections other benchmarks own (mdsections)."""
+    from mdsections import sections
+
+    kept: list[str] = []
+    if os.path.exists(md_path):
+        with open(md_path) as f:
+            kept = sections(f.read())
+    with open(md_path, "w") as f:
+        f.write(text.rstrip("\n") + "".join("\n\n" + k for k in kept) + "\n")
 
 
 # -- the report ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ tasks of another repository.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -54,6 +55,10 @@ Progress = Callable[[str, int, int], None]
 VISIBILITY_TIMEOUT = 60.0
 #: Seconds between sweeps that return expired unacknowledged messages to the queue.
 RESTORE_INTERVAL = 5.0
+#: Chunks sent per worker serving the queue (more: finer balance; fewer: less overhead).
+CHUNKS_PER_WORKER = 8
+#: Largest chunk, in URLs.
+MAX_CHUNK = 128
 #: Waves of re-sent URLs a job may go through before it gives up.
 MAX_WAVES = 20
 #: Where a worker finds its repository (set by :func:`run_worker`, inherited by the
@@ -163,6 +168,25 @@ def _worker_repo(queue: str) -> Repo:
     return Repo.open(root)
 
 
+#: The worker process's Fetcher for its current job: robots.txt answers and kept-alive
+#: connections carry over from chunk to chunk.
+_FETCHERS: dict[str, Any] = {}
+
+
+def _fetcher(job: str, opts: Any) -> Any:
+    from .crawl.fetch import Fetcher
+    from .crawl.pipeline import _version
+
+    key = f"{job}:{json.dumps(opts.to_json(), sort_keys=True)}"
+    fetcher = _FETCHERS.get(key)
+    if fetcher is None:
+        for old in _FETCHERS.values():  # one job at a time is the common case
+            old.close()
+        _FETCHERS.clear()
+        fetcher = _FETCHERS[key] = Fetcher(opts, version=_version())
+    return fetcher
+
+
 def _chunk_task(
     task: Any,
     queue: str,
@@ -175,10 +199,9 @@ def _chunk_task(
     URLs a previous delivery finished (journalled, image still stored) are not
     fetched again."""
     from .crawl.chunk import Outcome, process_item
-    from .crawl.fetch import Fetcher
     from .crawl.job import JobStore
     from .crawl.options import CrawlOptions
-    from .crawl.pipeline import _is_done, _version
+    from .crawl.pipeline import _is_done
     from .crawl.sources import Item
 
     repo = _worker_repo(queue)
@@ -198,9 +221,9 @@ def _chunk_task(
         if todo:
 
             def put(data: bytes, oid: str) -> None:
-                repo.media.add_bytes(data, oid=oid)
+                repo.media.add_bytes(data, oid=oid, durable=False)
 
-            fetcher = Fetcher(opts, version=_version())
+            fetcher = _fetcher(job, opts)
             pool = ThreadPoolExecutor(max_workers=min(opts.workers, len(todo)))
             try:
                 pending: set[Future[Outcome]] = {
@@ -214,7 +237,7 @@ def _chunk_task(
                         out[outcome.url] = outcome
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
-                fetcher.close()
+            repo.media.sync()  # one syncfs per chunk, before the task is acknowledged
         return [out[it.url].to_json() for it in its]
     finally:
         repo.close()
@@ -268,12 +291,23 @@ def _commit_task(
 
 
 # -- the coordinator side ------------------------------------------------------------
-def _dispatch(app: Celery, queue: str, state: JobState, todo: list[Any], author: str | None) -> str:
+def _dispatch(
+    app: Celery,
+    queue: str,
+    state: JobState,
+    todo: list[Any],
+    author: str | None,
+    workers: int = 2,
+) -> str:
     """Send ``todo`` as a chord of chunk tasks with the commit task as its callback;
-    returns the callback's task id."""
+    returns the callback's task id. Chunks are ``chunk_size`` URLs or more: about
+    :data:`CHUNKS_PER_WORKER` per worker (a task costs a round trip through the
+    broker), at most :data:`MAX_CHUNK` (a chunk should end well within the
+    visibility timeout)."""
     from celery import chord, signature
 
-    size = max(1, min(state.options.chunk_size, -(-len(todo) // 64)))
+    per_worker = -(-len(todo) // (CHUNKS_PER_WORKER * max(1, workers)))
+    size = max(1, state.options.chunk_size, min(MAX_CHUNK, per_worker))
     # chunk numbers continue from earlier waves, so their journals never mix
     first = int(state.tasks.get("chunks", 0))
     options = state.options.to_json()
@@ -299,7 +333,7 @@ def _dispatch(app: Celery, queue: str, state: JobState, todo: list[Any], author:
 
 
 def _workers_serving(app: Celery, queue: str) -> list[str]:
-    replies = app.control.inspect(timeout=2.0).active_queues() or {}
+    replies = app.control.inspect(timeout=1.0).active_queues() or {}
     return sorted(w for w, queues in replies.items() if any(q.get("name") == queue for q in queues))
 
 
@@ -320,7 +354,8 @@ def run_distributed(
     app = make_app(broker)
     queue = queue_for(repo)
     try:
-        if not _workers_serving(app, queue):
+        serving = _workers_serving(app, queue)
+        if not serving:
             raise CrawlWorkerError(
                 f"no pixvcs worker serves this repository on {_redact(broker)}: start one "
                 f"with `pixvcs -C {repo.root} worker --broker {_redact(broker)}`"
@@ -341,7 +376,9 @@ def run_distributed(
                 state.outcomes.pop(it.url, None)
             state.tasks.update(broker=_redact(broker), queue=queue, waves=1)
             if todo:
-                state.tasks["callback"] = _dispatch(app, queue, state, todo, author)
+                state.tasks["callback"] = _dispatch(
+                    app, queue, state, todo, author, workers=len(serving)
+                )
             else:
                 body = app.signature("pixvcs.crawl.commit", args=([], queue, state.job, author))
                 state.tasks["callback"] = str(body.apply_async(queue=queue).id)
@@ -363,7 +400,7 @@ def _wait(app: Celery, store: JobStore, state: JobState, progress: Progress) -> 
         result = app.AsyncResult(task_id)
         while not result.ready():
             progress("fetch", min(total, len(store.read_journal(state.job))), total)
-            time.sleep(0.5)
+            time.sleep(0.25)
         if result.failed():
             raise CrawlWorkerError(f"crawl job {state.job} failed on a worker: {result.result!r}")
         value = result.result

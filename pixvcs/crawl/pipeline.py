@@ -11,6 +11,7 @@ one (docs/crawling.md).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -52,7 +53,7 @@ EXTENSIONS = {
 }
 #: Trailer naming the job in the commit message (how a re-run finds its commit).
 JOB_TRAILER = "Pixvcs-Crawl-Job"
-#: Job state is saved at most this often while fetching (and always at the end).
+#: Progress is shown this often while fetching (outcomes are journalled as they come).
 SAVE_INTERVAL = 1.0
 
 
@@ -202,8 +203,7 @@ def resume(
     if state.status == "done":
         return state
     # what workers journalled but no callback recorded (a job interrupted with a broker)
-    for url, outcome in store.read_journal(state.job).items():
-        state.outcomes.setdefault(url, outcome)
+    state.outcomes.update(store.read_journal(state.job))  # the journals are the newer
     if broker is not None:
         from ..tasks import run_distributed
 
@@ -214,9 +214,11 @@ def resume(
 def status(repo: Repo, job: str | None = None) -> list[JobState]:
     """One job's state, or every job's (oldest first)."""
     store = JobStore(repo.state_dir, repo.tmp_dir)
-    if job is not None:
-        return [store.load(job)]
-    return [store.load(j) for j in store.jobs()]
+    states = [store.load(job)] if job is not None else [store.load(j) for j in store.jobs()]
+    for state in states:  # a running (or interrupted) job's progress is in its journals
+        if state.status != "done":
+            state.outcomes.update(store.read_journal(state.job))
+    return states
 
 
 # -- running --------------------------------------------------------------------------
@@ -262,6 +264,7 @@ def finish(
     if base is None:
         base = _base_facts(repo, state.base_commit)
     state.status = "committing"
+    repo.media.sync()  # the fetched images, written without fsync, durable before the commit
     store.save(state)
     _commit(repo, state, author, progress, base)
     state.status = "done"
@@ -340,7 +343,14 @@ def _is_done(repo: Repo, outcome: Outcome | None) -> bool:
         return False
     if outcome.status == INVALID:
         return True
-    return outcome.status == STORED and outcome.oid is not None and repo.media.has(outcome.oid)
+    if outcome.status != STORED or outcome.oid is None:
+        return False
+    # media are flushed in batches: after a power loss an object may exist with
+    # fewer bytes than it should (fsck would find it); such a URL is fetched again
+    try:
+        return os.path.getsize(repo.media.path(outcome.oid)) == outcome.size
+    except OSError:
+        return False
 
 
 def _fetch(
@@ -393,27 +403,38 @@ def _fetch_some(
     chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
 
     def put(data: bytes, oid: str) -> None:
-        repo.media.add_bytes(data, oid=oid)
+        # made durable by one syncfs before the commit (finish), not one fsync each
+        repo.media.add_bytes(data, oid=oid, durable=False)
 
     lock = threading.Lock()
     counter = {"done": done}
 
     stopping = threading.Event()
+    # each chunk journals its outcomes as they come (one appended line each: no
+    # lock, no rewrite of the whole state), as Celery workers do; resume and status
+    # merge the journals
+    first = int(state.tasks.get("chunks", 0))
+    state.tasks["chunks"] = first + len(chunks)
 
-    def report(outcome: Outcome) -> None:  # called from the pool's threads
-        with lock:
-            if outcome.url not in state.outcomes:
-                counter["done"] += 1
-            state.outcomes[outcome.url] = outcome
-        if stopping.is_set():  # the job is failing: end this chunk early
-            raise _Stopped
+    def reporter(index: int) -> Callable[[Outcome], None]:
+        def report(outcome: Outcome) -> None:  # called from the pool's threads
+            store.append_outcome(state.job, index, outcome)
+            with lock:
+                if outcome.url not in state.outcomes:
+                    counter["done"] += 1
+                state.outcomes[outcome.url] = outcome
+            if stopping.is_set():  # the job is failing: end this chunk early
+                raise _Stopped
 
-    last_save = time.monotonic()
+        return report
+
     pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="pixvcs-crawl")
     try:
         pending: set[Future[list[Outcome]]] = {
-            pool.submit(process_chunk, opts, chunk, fetcher=fetcher, store=put, report=report)
-            for chunk in chunks
+            pool.submit(
+                process_chunk, opts, chunk, fetcher=fetcher, store=put, report=reporter(first + n)
+            )
+            for n, chunk in enumerate(chunks)
         }
         while pending:
             finished, pending = wait(pending, timeout=SAVE_INTERVAL, return_when=FIRST_COMPLETED)
@@ -421,9 +442,7 @@ def _fetch_some(
                 fut.result()  # re-raise what went wrong in the chunk
             with lock:
                 progress("fetch", min(counter["done"], total), total)
-                if time.monotonic() - last_save >= SAVE_INTERVAL or not pending:
-                    store.save(state)
-                    last_save = time.monotonic()
+        store.save(state)
     except BaseException:
         stopping.set()
         raise

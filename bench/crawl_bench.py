@@ -1,0 +1,287 @@
+"""Crawl throughput: images per second from a loopback HTTP server, pixvcs against
+img2dataset on the same URL list in the same run.
+
+The server (a separate process: ThreadingHTTPServer, HTTP/1.1 keep-alive) serves
+the first N images of the generated benchmark dataset (bench/gen_dataset.py:
+10-60 KB JPEGs). Measured, each from a cold start of its command:
+
+* ``pixvcs crawl --urls`` in-process: fetch, validate (full decode), SHA-256,
+  perceptual hash, store (durably), deduplicate, commit on a crawl branch;
+* ``pixvcs crawl --broker`` with 2 ``pixvcs worker`` processes (Celery over a
+  real redis-server started here): the same work, plus the chord; the workers
+  are started (and ready) before the clock starts;
+* ``img2dataset`` (from PyPI, in its own venv: bench/work/i2d-venv), output
+  format ``files``, ``--resize_mode no``, ``--disable_all_reencoding``: fetch and
+  write files (it decodes nothing when it does not re-encode), with 2 processes.
+
+Politeness is switched off for the measurement (``--rate 0``, ``--per-host 32``):
+the server is local. Every tool gets the same thread budget (32 per process).
+
+Usage::
+
+    python bench/crawl_bench.py --sizes 1000,10000          # -> bench/results-crawl.json
+    python bench/crawl_bench.py --report-only                # re-render the results.md section
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WORK = HERE / "work"
+I2D_VENV = WORK / "i2d-venv"
+THREADS = 32
+
+SERVER = r"""
+import sys, functools
+from http.server import ThreadingHTTPServer, SimpleHTTPRequestHandler
+class H(SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+root, port = sys.argv[1], int(sys.argv[2])
+srv = ThreadingHTTPServer(("127.0.0.1", port), functools.partial(H, directory=root))
+srv.daemon_threads = True
+srv.request_queue_size = 256
+srv.serve_forever()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def dataset(n: int) -> Path:
+    """The first n images of the benchmark dataset (generated once, cached)."""
+    sys.path.insert(0, str(HERE))
+    import gen_dataset
+
+    count = 2000 if n <= 2000 else 20000 if n <= 20000 else 100000
+    src = WORK / "datasets" / f"n{count}-s1"  # shared with bench/run.py
+    if not gen_dataset.is_complete(str(src), count, 1):
+        gen_dataset.generate(str(src), count, 1)
+    return src
+
+
+def url_list(src: Path, n: int, origin: str, dest: Path) -> int:
+    sys.path.insert(0, str(HERE))
+    import gen_dataset
+
+    paths = gen_dataset.list_images(str(src))[:n]
+    dest.write_text("".join(f"{origin}/{p}\n" for p in paths))
+    return sum(os.path.getsize(src / p) for p in paths)
+
+
+def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> float:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    took = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:4]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return took
+
+
+def pixvcs(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pixvcs.cli", *args]
+
+
+CRAWL_FLAGS = ["--rate", "0", "--per-host", str(THREADS), "--workers", str(THREADS), "--json"]
+
+
+def bench_inprocess(work: Path, urls: Path) -> float:
+    repo = work / "inproc"
+    run(pixvcs("init", str(repo)))
+    return run(
+        pixvcs("-C", str(repo), "crawl", "--urls", str(urls), "--label", "web", *CRAWL_FLAGS)
+    )
+
+
+def bench_workers(work: Path, urls: Path, n_workers: int = 2) -> float:
+    repo = work / "celery"
+    run(pixvcs("init", str(repo)))
+    port = free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(work)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    workers: list[subprocess.Popen[bytes]] = []
+    broker = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_port(port)
+        for i in range(n_workers):
+            log = open(work / f"worker-{i}.log", "wb")  # noqa: SIM115
+            workers.append(
+                subprocess.Popen(
+                    pixvcs(
+                        "-C",
+                        str(repo),
+                        "worker",
+                        "--broker",
+                        broker,
+                        "--concurrency",
+                        "1",
+                        "--loglevel",
+                        "WARNING",
+                    ),
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )  # fmt: skip
+            )
+        sys.path.insert(0, str(ROOT))
+        from pixvcs import Repo
+        from pixvcs.tasks import _workers_serving, make_app, queue_for
+
+        app = make_app(broker)
+        r = Repo.open(str(repo))
+        queue = queue_for(r)
+        r.close()
+        deadline = time.monotonic() + 60
+        while len(_workers_serving(app, queue)) < n_workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not start")
+            time.sleep(0.3)
+        return run(
+            pixvcs("-C", str(repo), "crawl", "--broker", broker, "--urls", str(urls),
+                   "--label", "web", *CRAWL_FLAGS)
+        )  # fmt: skip
+    finally:
+        for w in workers:
+            os.killpg(w.pid, signal.SIGTERM)
+        for w in workers:
+            try:
+                w.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(w.pid, signal.SIGKILL)
+        redis.terminate()
+        redis.wait()
+
+
+def ensure_img2dataset() -> Path:
+    exe = I2D_VENV / "bin" / "img2dataset"
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(I2D_VENV)], check=True)
+        subprocess.run([str(I2D_VENV / "bin" / "pip"), "install", "-q", "img2dataset"], check=True)
+    return exe
+
+
+def bench_img2dataset(work: Path, urls: Path, processes: int = 2) -> float:
+    exe = ensure_img2dataset()
+    out = work / "i2d"
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+    return run(
+        [str(exe), "--url_list", str(urls), "--input_format", "txt", "--output_format", "files",
+         "--output_folder", str(out), "--resize_mode", "no", "--disable_all_reencoding", "True",
+         "--processes_count", str(processes), "--thread_count", str(THREADS),
+         "--enable_wandb", "False", "--timeout", "30", "--retries", "0"],
+        env=env,
+    )  # fmt: skip
+
+
+def count_files(path: Path, suffix: str) -> int:
+    return sum(1 for p in path.rglob(f"*{suffix}"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--out", default=str(HERE / "results-crawl.json"))
+    ap.add_argument("--md", default=str(HERE / "results.md"), help="results.md to put a section in")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args(argv)
+    if args.report_only:
+        write_section(args.md, json.loads(Path(args.out).read_text()))
+        return 0
+    assert shutil.which("redis-server"), "redis-server is missing (make system-deps)"
+    results: dict[str, Any] = {"cores": os.cpu_count(), "threads_per_process": THREADS, "runs": {}}
+    for n in (int(x) for x in args.sizes.split(",")):
+        src = dataset(n)
+        work = WORK / f"crawl-{n}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-c", SERVER, str(src), str(port)])
+        try:
+            wait_port(port)
+            urls = work / "urls.txt"
+            total_bytes = url_list(src, n, f"http://127.0.0.1:{port}", urls)
+            row: dict[str, Any] = {"images": n, "bytes": total_bytes}
+            row["img2dataset_s"] = bench_img2dataset(work, urls)
+            row["img2dataset_files"] = count_files(work / "i2d", ".jpg")
+            row["pixvcs_inprocess_s"] = bench_inprocess(work, urls)
+            row["pixvcs_workers2_s"] = bench_workers(work, urls)
+        finally:
+            server.terminate()
+            server.wait()
+        for key in ("img2dataset", "pixvcs_inprocess", "pixvcs_workers2"):
+            row[f"{key}_ips"] = n / row[f"{key}_s"]
+        row["inprocess_vs_img2dataset"] = row["pixvcs_inprocess_ips"] / row["img2dataset_ips"]
+        row["workers2_vs_img2dataset"] = row["pixvcs_workers2_ips"] / row["img2dataset_ips"]
+        results["runs"][str(n)] = row
+        print(json.dumps(row, indent=1), flush=True)
+        shutil.rmtree(work, ignore_errors=True)
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    write_section(args.md, results)
+    return 0
+
+
+def write_section(md: str, results: dict[str, Any]) -> None:
+    sys.path.insert(0, str(HERE))
+    from mdsections import splice
+
+    lines = [
+        "## Crawl: images per second from a loopback server (issue #4)",
+        "",
+        f"Run finished {results.get('finished', '?')}, {results['cores']} cores, "
+        f"{results['threads_per_process']} fetching threads per process for every tool. "
+        "Generated 10-60 KB JPEGs served by a separate Python HTTP/1.1 process; politeness "
+        "off (`--rate 0`). *pixvcs* = fetch + full decode + SHA-256 + perceptual hash + "
+        "store + dedupe + commit; *img2dataset* = fetch + write files (`--resize_mode no "
+        "--disable_all_reencoding`, 2 processes: it decodes nothing). Each command timed "
+        "from its start (Python start-up included); workers started before the clock.",
+        "",
+        "| images | img2dataset | pixvcs in-process | pixvcs, 2 workers | in-process / img2dataset "
+        "| 2 workers / img2dataset |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, row in results["runs"].items():
+        lines.append(
+            f"| {n} | {row['img2dataset_ips']:.0f} img/s | {row['pixvcs_inprocess_ips']:.0f} img/s "
+            f"| {row['pixvcs_workers2_ips']:.0f} img/s | {row['inprocess_vs_img2dataset']:.2f}x "
+            f"| {row['workers2_vs_img2dataset']:.2f}x |"
+        )
+    lines += [
+        "",
+        "Ratios above 1 mean pixvcs is faster. Command: `python bench/crawl_bench.py "
+        "--sizes 1000,10000`.",
+    ]
+    splice(md, "crawl-bench", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
