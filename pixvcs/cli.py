@@ -134,19 +134,46 @@ def main(ctx: click.Context, directory: str | None) -> None:
 @click.argument("directory", required=False, default=".")
 @click.option("--bare", is_flag=True, help="A repository with no work tree (a remote).")
 @click.option("-b", "--initial-branch", default="main", show_default=True)
+@click.option(
+    "--media-url",
+    default=None,
+    metavar="s3://BUCKET/PREFIX",
+    help="With --bare: keep the media in this S3 bucket instead of lfs/objects "
+    "(recorded in the config; credentials come from the AWS chain, never the repository).",
+)
+@click.option("--s3-endpoint", default=None, metavar="URL", help="S3-compatible endpoint URL.")
+@click.option("--s3-region", default=None, help="Region of the bucket.")
 @click.pass_context
 @handle_errors
-def init(ctx: click.Context, directory: str, bare: bool, initial_branch: str) -> None:
+def init(
+    ctx: click.Context,
+    directory: str,
+    bare: bool,
+    initial_branch: str,
+    media_url: str | None,
+    s3_endpoint: str | None,
+    s3_region: str | None,
+) -> None:
     """Create a repository in DIRECTORY (default: here).
 
     \b
     Example:
       pixvcs init my-dataset
+      pixvcs init --bare /srv/datasets/animals --media-url s3://my-bucket/animals
     """
+    from .errors import UsageError
     from .repo import Repo
+    from .s3media import make_config, write_config
 
+    media = None
+    if media_url is not None or s3_endpoint is not None or s3_region is not None:
+        if not bare or media_url is None:
+            raise UsageError("--media-url (with --s3-endpoint, --s3-region) needs --bare")
+        media = make_config(media_url, endpoint_url=s3_endpoint, region=s3_region)
     path = user_path(ctx, directory)
     Repo.init(path, bare=bare, branch=initial_branch).close()
+    if media is not None:
+        write_config(path, media)
     click.echo(f"Initialized empty pixvcs repository in {path}")
 
 

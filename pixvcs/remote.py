@@ -8,8 +8,12 @@ A remote is configured as git configures one (``[remote "NAME"] url = ...``,
 every one against its oid before it is stored, on either side.
 
 Endpoints here: a directory (a local path or ``file://`` URL to a bare
-repository, e.g. on a shared disk), and ``http(s)://``: ``pixvcs serve`` or any
+repository, e.g. on a shared disk; when its config puts its media in S3, they
+move between the local store and the bucket with boto3, see
+:mod:`pixvcs.s3media`), and ``http(s)://``: ``pixvcs serve`` or any
 server that speaks git smart HTTP and the git-lfs Batch API (:class:`HttpEndpoint`).
+The HTTP client sends its token only to the server's own origin: an action
+whose href is elsewhere (a presigned S3 URL) gets only the action's headers.
 
 Credentials for HTTP remotes, first found wins: the password of the URL
 (``http://user:TOKEN@host/NAME``), the ``token`` argument (from the config's
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, suppress
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .repo import Repo
+    from .s3media import S3Media
 
 Progress = Callable[[str, int, int], None]
 BATCH = 100  # objects per batch: one sync per batch on the receiving side
@@ -122,9 +128,14 @@ def local_path(url: str, base: str) -> str | None:
 
 
 class DirectoryEndpoint:
-    """A bare (or non-bare) pixvcs repository on a reachable filesystem."""
+    """A bare (or non-bare) pixvcs repository on a reachable filesystem. Its
+    media are in its ``lfs/`` directory, or in S3 when its config says so
+    (``[media] url = s3://...``): then they move straight between the local
+    store and the bucket, verified against their oids on the way."""
 
     def __init__(self, path: str) -> None:
+        from .s3media import store_for
+
         if os.path.isdir(os.path.join(path, ".pixvcs")):
             path = os.path.join(path, ".pixvcs")
         if not os.path.isfile(os.path.join(path, "HEAD")):
@@ -132,6 +143,7 @@ class DirectoryEndpoint:
         self.git_dir = path
         self.url = path
         self.media = MediaStore(os.path.join(path, "lfs"))
+        self.s3: S3Media | None = store_for(path)
 
     def lock(self) -> AbstractContextManager[None]:
         """The remote repository's own lock, held while its refs change: pixvcs
@@ -147,12 +159,20 @@ class DirectoryEndpoint:
         return LocalGitClient(), self.git_dir
 
     def missing(self, oids: Iterable[str]) -> list[str]:
+        if self.s3 is not None:
+            return self.s3.missing(oids)
         return [o for o in oids if not self.media.has(o)]
 
     def download(self, oids: Sequence[str], dest: MediaStore, progress: Progress) -> None:
+        if self.s3 is not None:
+            self.s3.download(oids, dest, progress)
+            return
         _copy_verified(self.media, dest, oids, progress, "download")
 
     def upload(self, oids: Sequence[str], src: MediaStore, progress: Progress) -> None:
+        if self.s3 is not None:
+            self.s3.upload(oids, src, progress)
+            return
         os.makedirs(self.media.tmp_dir, exist_ok=True)
         _copy_verified(src, self.media, oids, progress, "upload")
 
@@ -257,12 +277,27 @@ class HttpEndpoint:
         self.lfs_url = (self.url if self.url.endswith(".git") else self.url + ".git") + "/info/lfs"
         self.workers = workers
         self.max_object_size = max_object_size
-        headers = {"User-Agent": "pixvcs"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        self._origin = _origin(self.url)
+        # no default Authorization: the token is added per request, to this origin only
         self._http = httpx.Client(
-            headers=headers, timeout=timeout, transport=transport, follow_redirects=False
+            headers={"User-Agent": "pixvcs"},
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
         )
+
+    def headers_for(self, href: str, header: dict[str, str]) -> dict[str, str]:
+        """The headers of a request to ``href`` (an action's ``header`` given):
+        on this server's origin, the action's headers and the token (unless the
+        action carries its own Authorization); anywhere else (a presigned S3
+        URL), only the action's headers, and never one that carries the token."""
+        if _origin(href) == self._origin:
+            if self.token and not any(k.lower() == "authorization" for k in header):
+                return {"Authorization": f"Bearer {self.token}", **header}
+            return dict(header)
+        if not self.token:
+            return dict(header)
+        return {k: v for k, v in header.items() if not _carries(v, self.token)}
 
     def lock(self) -> AbstractContextManager[None]:
         """Nothing to take here: the server takes its repository lock around ref
@@ -295,10 +330,13 @@ class HttpEndpoint:
             response = self._http.post(
                 url,
                 json=body,
-                headers={
-                    "Accept": "application/vnd.git-lfs+json",
-                    "Content-Type": "application/vnd.git-lfs+json",
-                },
+                headers=self.headers_for(
+                    url,
+                    {
+                        "Accept": "application/vnd.git-lfs+json",
+                        "Content-Type": "application/vnd.git-lfs+json",
+                    },
+                ),
             )
         except httpx.HTTPError as e:
             raise RemoteError(self.url, f"cannot reach the server ({e})") from None
@@ -334,6 +372,13 @@ class HttpEndpoint:
         except (ValueError, AttributeError):  # not JSON: the status says enough
             message = ""
         code = response.status_code
+        url = str(response.request.url)
+        if _origin(url) != self._origin:
+            # another origin (a presigned storage URL): its answer, not the token's fault
+            found = re.search(r"<Code>([^<]{1,80})</Code>", response.text[:2000])
+            detail = f" {found[1]}" if found else ""
+            host = urlparse(url).netloc
+            raise RemoteError(self.url, f"{what}: HTTP {code}{detail} from {host}")
         if code == 401:
             hint = "authentication required: put a token in the URL, pixvcs.token or PIXVCS_TOKEN"
         elif code == 403:
@@ -437,7 +482,8 @@ class HttpEndpoint:
         digest = hashlib.sha256()
         tmp = fsutil.unique_tmp(dest.tmp_dir, "download-")
         try:
-            with self._http.stream("GET", href, headers=header) as response, open(tmp, "wb") as f:
+            headers = self.headers_for(href, header)
+            with self._http.stream("GET", href, headers=headers) as response, open(tmp, "wb") as f:
                 if response.status_code >= 300:
                     response.read()  # the error body, for the message (a streamed response)
                 self._check(response, f"download of {oid}")
@@ -478,7 +524,9 @@ class HttpEndpoint:
                 response = self._http.put(
                     href,
                     content=data,
-                    headers={"Content-Type": "application/octet-stream", **header},
+                    headers=self.headers_for(
+                        href, {"Content-Type": "application/octet-stream", **header}
+                    ),
                 )
                 self._check(response, f"upload of {oid}")
                 verify = self._action(obj, "verify")
@@ -487,11 +535,14 @@ class HttpEndpoint:
                     response = self._http.post(
                         href,
                         json={"oid": oid, "size": len(data)},
-                        headers={
-                            "Accept": "application/vnd.git-lfs+json",
-                            "Content-Type": "application/vnd.git-lfs+json",
-                            **header,
-                        },
+                        headers=self.headers_for(
+                            href,
+                            {
+                                "Accept": "application/vnd.git-lfs+json",
+                                "Content-Type": "application/vnd.git-lfs+json",
+                                **header,
+                            },
+                        ),
                     )
                     self._check(response, f"verify of {oid}")
             except httpx.HTTPError as e:
@@ -512,6 +563,34 @@ class HttpEndpoint:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a URL: where a credential may be sent."""
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
+    try:
+        port = parsed.port
+    except ValueError:  # a malformed port: an origin of its own, matching nothing
+        return (scheme, "?", -1)
+    return (scheme, (parsed.hostname or "").lower(), port or (443 if scheme == "https" else 80))
+
+
+def _carries(value: str, token: str) -> bool:
+    """Whether a header value holds the token, as it is or as basic auth."""
+    import base64
+    import binascii
+
+    if token in value:
+        return True
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        decoded = base64.b64decode(rest.strip(), validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):  # not base64: it cannot hide the token
+        return False
+    return token in decoded
 
 
 class _TranslatingClient:

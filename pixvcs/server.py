@@ -15,6 +15,12 @@ at both as well). Per repository:
   the object endpoints it hands out: ``GET`` (download), ``PUT`` (upload) and
   ``POST .../verify`` under ``.../info/lfs/objects/<oid>``.
 
+A repository's media are on disk (``lfs/objects``) or, when its config has a
+``[media]`` section (or the server a default ``media``), in an S3-compatible
+bucket (:mod:`pixvcs.s3media`): then the Batch API hands out presigned S3 URLs,
+the verify action checks (hashes) what was uploaded before it counts as
+stored, and ref updates ask the bucket which images it holds.
+
 Auth (optional): a token file of ``TOKEN read`` / ``TOKEN write`` lines; the
 token comes as ``Authorization: Bearer TOKEN`` or as the password of HTTP basic
 auth. No or unknown token: 401 with ``WWW-Authenticate: Basic``; a read token on
@@ -56,6 +62,8 @@ from .pointer import is_oid
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from .s3media import MediaConfig, S3Media
 
 LFS_JSON = "application/vnd.git-lfs+json"
 #: Largest JSON request body (batch, verify) accepted.
@@ -240,12 +248,27 @@ class PixvcsApp:
         tokens: dict[str, str] | None = None,
         *,
         max_object_size: int = MAX_OBJECT_SIZE,
+        media: MediaConfig | None = None,
     ) -> None:
+        from .s3media import ClientPool
+
         self.root = os.path.abspath(root)
         if not os.path.isdir(self.root):
             raise UsageError(f"{root} is not a directory")
         self.tokens = tokens
         self.max_object_size = max_object_size
+        self.media = media  # the S3 default for repositories whose config names none
+        self._clients = ClientPool()
+
+    def s3_for(self, path: str) -> S3Media | None:
+        """Where a served repository's media live: S3 (its config's ``[media]``,
+        else the server's default under ``PREFIX/NAME/``), or None: on disk."""
+        from .s3media import S3Media, read_config
+
+        media = read_config(path)
+        if media is None and self.media is not None:
+            media = self.media.child(os.path.relpath(path, self.root).replace(os.sep, "/"))
+        return S3Media(media, self._clients.get(media)) if media is not None else None
 
     # entry point
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -255,7 +278,7 @@ class PixvcsApp:
             if lfs:
                 return self._lfs(environ, start_response, scope, lfs["repo"], lfs["rest"])
             self._require(scope, "write" if _is_git_write(environ) else "read")
-            return _git_request(self.root, environ, start_response)
+            return _git_request(self.root, environ, start_response, self.s3_for)
         except HTTPError as e:
             headers = [("WWW-Authenticate", REALM)] if e.status == 401 else []
             return _json(start_response, e.status, {"message": e.message}, headers)
@@ -312,6 +335,8 @@ class PixvcsApp:
             if method != "POST":
                 raise HTTPError(405, "use POST")
             return self._verify(environ, start_response, served, oid)
+        if method in ("GET", "PUT") and self.s3_for(path) is not None:
+            raise HTTPError(409, "this repository's media are in S3: use the Batch API's hrefs")
         if method == "GET":
             return self._download(start_response, served, oid)
         if method == "PUT":
@@ -349,24 +374,35 @@ class PixvcsApp:
         if environ.get("HTTP_AUTHORIZATION"):
             # the object URLs are on this server: they take the credentials the batch took
             header["Authorization"] = environ["HTTP_AUTHORIZATION"]
-        media = served.media
-        out = []
-        for obj in objects:
-            out.append(self._batch_object(obj, operation, media, base, header))
+        answers: list[dict[str, Any] | tuple[str, int]] = [_batch_item(obj) for obj in objects]
+        valid = [a for a in answers if isinstance(a, tuple)]
+        s3 = self.s3_for(served.path)
+        if s3 is not None:
+            from .s3media import batch_objects
+
+            def verify_href(oid: str, nonce: str | None) -> str:
+                return f"{base}{oid}/verify" + (f"?upload={nonce}" if nonce else "")
+
+            found = iter(
+                batch_objects(s3, operation, valid, verify_href, header, self.max_object_size)
+            )
+        else:
+            media = served.media
+            found = iter(self._batch_object(o, s, operation, media, base, header) for o, s in valid)
+        out = [next(found) if isinstance(a, tuple) else a for a in answers]
         return _json(
             start_response, 200, {"transfer": "basic", "objects": out, "hash_algo": "sha256"}
         )
 
     def _batch_object(
-        self, obj: Any, operation: str, media: MediaStore, base: str, header: dict[str, str]
+        self,
+        oid: str,
+        size: int,
+        operation: str,
+        media: MediaStore,
+        base: str,
+        header: dict[str, str],
     ) -> dict[str, Any]:
-        oid = obj.get("oid") if isinstance(obj, dict) else None
-        size = obj.get("size") if isinstance(obj, dict) else None
-        shown_oid = oid if isinstance(oid, str) and len(oid) <= 128 else ""
-        if not isinstance(oid, str) or not is_oid(oid):
-            return {"oid": shown_oid, "size": 0, "error": {"code": 422, "message": "invalid oid"}}
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            return {"oid": oid, "size": 0, "error": {"code": 422, "message": "invalid size"}}
         if operation == "download":
             if not media.has(oid):
                 return {
@@ -461,12 +497,41 @@ class PixvcsApp:
         size = body.get("size") if isinstance(body, dict) else None
         if not isinstance(body, dict) or body.get("oid") != oid:
             raise HTTPError(422, "the verify request must name the object's oid")
+        s3 = self.s3_for(served.path)
+        if s3 is not None:
+            from .s3media import is_nonce
+
+            nonce = parse_qs(environ.get("QUERY_STRING", "")).get("upload", [None])[0]
+            if nonce is not None and not is_nonce(nonce):
+                raise HTTPError(422, "invalid upload id")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise HTTPError(422, "the verify request must give the object's size")
+            if size > self.max_object_size:
+                raise HTTPError(
+                    413, f"larger than this server accepts ({self.max_object_size} bytes)"
+                )
+            problem = s3.accept_upload(oid, size, nonce)
+            if problem is not None:
+                raise HTTPError(404 if problem[0] == "missing" else 422, problem[1])
+            return _json(start_response, 200, {})
         media = served.media
         if not media.has(oid):
             raise HTTPError(404, "object not found")
         if size != media.size(oid):
             raise HTTPError(422, "the stored object has another size")
         return _json(start_response, 200, {})
+
+
+def _batch_item(obj: Any) -> dict[str, Any] | tuple[str, int]:
+    """A batch request's object: ``(oid, size)`` when valid, else its error answer."""
+    oid = obj.get("oid") if isinstance(obj, dict) else None
+    size = obj.get("size") if isinstance(obj, dict) else None
+    shown_oid = oid if isinstance(oid, str) and len(oid) <= 128 else ""
+    if not isinstance(oid, str) or not is_oid(oid):
+        return {"oid": shown_oid, "size": 0, "error": {"code": 422, "message": "invalid oid"}}
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        return {"oid": oid, "size": 0, "error": {"code": 422, "message": "invalid size"}}
+    return oid, size
 
 
 def _content_length(environ: WSGIEnvironment) -> int | None:
@@ -522,7 +587,10 @@ def _is_git_write(environ: WSGIEnvironment) -> bool:
 
 # -- git smart HTTP (dulwich) ---------------------------------------------------------------
 def _git_request(
-    root: str, environ: WSGIEnvironment, start_response: StartResponse
+    root: str,
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+    s3_for: Callable[[str], S3Media | None],
 ) -> Iterator[bytes]:
     """One git smart-HTTP request, answered by dulwich; the repositories it
     opened are closed when the response is done."""
@@ -544,7 +612,7 @@ def _git_request(
             return repo
 
     handlers: dict[bytes, Callable[..., Any]] = dict(DEFAULT_HANDLERS)
-    handlers[b"git-receive-pack"] = _receive_pack_handler(root)
+    handlers[b"git-receive-pack"] = _receive_pack_handler(root, s3_for)
     try:
         yield from make_wsgi_chain(_Backend(), handlers=handlers)(environ, start_response)
     finally:
@@ -552,7 +620,7 @@ def _git_request(
             repo.close()
 
 
-def _receive_pack_handler(root: str) -> Callable[..., Any]:
+def _receive_pack_handler(root: str, s3_for: Callable[[str], S3Media | None]) -> Callable[..., Any]:
     from dulwich.objects import ObjectID
     from dulwich.refs import Ref
     from dulwich.server import ReceivePackHandler
@@ -624,8 +692,11 @@ def _receive_pack_handler(root: str) -> Callable[..., Any]:
             if current != expected:
                 return "the branch moved on the server meanwhile (fetch first)"
             if new != zero:
+                s3 = s3_for(self._path)  # media in S3: asked there (HEADs in parallel)
                 problems = check_incoming(
-                    self._pixrepo, [(old.decode(), new.decode(), ref.decode())]
+                    self._pixrepo,
+                    [(old.decode(), new.decode(), ref.decode())],
+                    media_missing=s3.missing if s3 is not None else None,
                 )
                 if problems:
                     return "; ".join(problems)
@@ -655,12 +726,27 @@ def _clear_stale_ref_lock(git_dir: str, ref: str) -> str | None:
 
 
 def make_app(
-    root: str, auth_file: str | None = None, *, max_object_size: int = MAX_OBJECT_SIZE
+    root: str,
+    auth_file: str | None = None,
+    *,
+    max_object_size: int = MAX_OBJECT_SIZE,
+    media_url: str | None = None,
+    s3_endpoint: str | None = None,
+    s3_region: str | None = None,
 ) -> PixvcsApp:
     """The WSGI application, for a production WSGI server (see docs/serving.md):
-    ``gunicorn 'pixvcs.server:make_app("/srv/datasets", "/etc/pixvcs/tokens")'``."""
+    ``gunicorn 'pixvcs.server:make_app("/srv/datasets", "/etc/pixvcs/tokens")'``.
+    ``media_url`` (``s3://BUCKET/PREFIX``): media of repositories whose config
+    names no ``[media]`` go to ``PREFIX/NAME/`` in that bucket."""
+    from .s3media import make_config
+
     tokens = parse_auth_file(auth_file) if auth_file else None
-    return PixvcsApp(root, tokens, max_object_size=max_object_size)
+    media = None
+    if media_url is not None:
+        media = make_config(media_url, endpoint_url=s3_endpoint, region=s3_region)
+    elif s3_endpoint is not None or s3_region is not None:
+        raise UsageError("an S3 endpoint or region needs a media URL (s3://BUCKET/PREFIX)")
+    return PixvcsApp(root, tokens, max_object_size=max_object_size, media=media)
 
 
 # -- the embedded server ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ other media arrive when a command needs them (:func:`fetch_media`).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -211,15 +211,32 @@ def _is_ancestor(repo: Repo, old: str, new: str) -> bool:
 
 
 def check_incoming(
-    repo: Repo, updates: Sequence[tuple[str, str, str]], *, object_dirs: Sequence[str] = ()
+    repo: Repo,
+    updates: Sequence[tuple[str, str, str]],
+    *,
+    object_dirs: Sequence[str] = (),
+    media_missing: Callable[[list[str]], list[str]] | None = None,
 ) -> list[str]:
     """Server side of the rule "a ref never points at something that is not all
     there": for ``(old, new, ref)`` updates (as a pre-receive hook reads them),
     the problems that must refuse them: every image the new commits bring must
     be in this repository's media store. ``object_dirs`` are extra git object
-    directories holding the incoming objects (git's quarantine)."""
+    directories holding the incoming objects (git's quarantine).
+    ``media_missing`` says which of a list of oids the media store lacks; by
+    default: the repository's own store, on disk or in S3 (its ``[media]`` config,
+    asked for all oids of a ref at once)."""
     from dulwich.object_store import DiskObjectStore
 
+    if media_missing is None:
+        from .s3media import store_for
+
+        s3 = store_for(repo.git_dir)
+        local = repo.media
+
+        def on_disk(oids: list[str]) -> list[str]:
+            return [o for o in oids if not local.has(o)]
+
+        media_missing = s3.missing if s3 is not None else on_disk
     for d in object_dirs:
         repo.store.alternates.append(DiskObjectStore(d))
     existing = [sha.decode() for sha in repo.git.refs.as_dict().values()]
@@ -232,7 +249,7 @@ def check_incoming(
         except (KeyError, PixvcsError) as e:
             problems.append(f"{ref}: {new} is not a commit here ({e})")
             continue
-        missing = [o for o in media_of_commits(repo, [commit], existing) if not repo.media.has(o)]
+        missing = media_missing(media_of_commits(repo, [commit], existing))
         if missing:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             problems.append(
