@@ -138,6 +138,7 @@ def run_worker(
     queue = queue_for(repo)
     _WORKER["root"] = repo.root
     _WORKER["queue"] = queue
+    _WORKER["broker"] = broker
     app = make_app(broker, visibility_timeout=visibility_timeout)
     argv = [
         "worker",
@@ -183,8 +184,20 @@ def _fetcher(job: str, opts: Any) -> Any:
         for old in _FETCHERS.values():  # one job at a time is the common case
             old.close()
         _FETCHERS.clear()
-        fetcher = _FETCHERS[key] = Fetcher(opts, version=_version())
+        fetcher = _FETCHERS[key] = Fetcher(opts, version=_version(), limits=_limits(job, opts))
     return fetcher
+
+
+def _limits(job: str, opts: Any) -> Any:
+    """Per-host limits shared by all the job's workers, kept in the Redis broker
+    (other brokers: each worker process keeps its own)."""
+    from .crawl.limits import RedisLimits
+
+    broker = _WORKER.get("broker", "")
+    if not broker.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    # a live worker renews its slots; a killed one's free themselves after the lease
+    return RedisLimits(broker, job, opts.per_host_concurrency)
 
 
 def _chunk_task(

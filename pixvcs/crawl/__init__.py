@@ -7,6 +7,7 @@ Modules, one per concept (docs/crawling.md explains the whole):
     pages.py      images and links of HTML pages; same-site discovery
     providers.py  search providers (keyword -> image URLs); TemplateProvider
     fetch.py      Fetcher: polite, bounded, retrying HTTP with httpx
+    limits.py     per-host slots and pace: per process, or shared through Redis
     chunk.py      process_chunk: one unit of work (fetch, validate, hash, store)
     dedupe.py     exact and near duplicates, deterministically
     job.py        job ids and resumable job state

@@ -28,6 +28,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from ..imageinfo import sniff
+from .limits import Limits, LocalLimits
 from .options import CrawlOptions
 
 #: The token matched against robots.txt ``User-agent`` lines.
@@ -66,9 +67,8 @@ class Fetched:
 
 @dataclass(slots=True)
 class _Host:
-    slots: threading.Semaphore
+    key: str  # scheme://netloc: what the limits count by
     lock: threading.Lock = field(default_factory=threading.Lock)
-    next_at: float = 0.0
     robots: urllib.robotparser.RobotFileParser | None = None
     robots_checked: bool = False
     robots_error: str | None = None
@@ -114,8 +114,13 @@ class Fetcher:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         version: str = "0",
+        limits: Limits | None = None,
     ) -> None:
         self.options = options
+        # per-host slots and pace: this process's own, or shared by a job's workers
+        self.limits: Limits = limits or LocalLimits(
+            options.per_host_concurrency, sleep=sleep, clock=clock
+        )
         self.sleep = sleep
         self.clock = clock
         self.user_agent = options.user_agent(version)
@@ -274,9 +279,7 @@ class Fetcher:
         with self._lock:
             host = self._hosts.get(key)
             if host is None:
-                host = self._hosts[key] = _Host(
-                    threading.Semaphore(self.options.per_host_concurrency)
-                )
+                host = self._hosts[key] = _Host(key)
             return host
 
     def _slot(self, host: _Host) -> _HostSlot:
@@ -285,14 +288,7 @@ class Fetcher:
     def _wait_turn(self, host: _Host) -> None:
         rate = self.options.per_host_rate
         interval = max(1.0 / rate if rate > 0 else 0.0, host.delay)
-        if interval <= 0:
-            return
-        with host.lock:
-            now = self.clock()
-            at = max(now, host.next_at)
-            host.next_at = at + interval
-        if at > now:
-            self.sleep(at - now)
+        self.limits.wait_turn(host.key, interval)
 
     def _disallowed(self, host: _Host, parts: Any, url: str) -> str | None:
         with host.lock:
@@ -355,14 +351,16 @@ class _HostSlot:
     def __init__(self, fetcher: Fetcher, host: _Host) -> None:
         self.fetcher = fetcher
         self.host = host
+        self.token = ""
 
     def __enter__(self) -> None:
-        self.host.slots.acquire()
+        limits = self.fetcher.limits
+        self.token = limits.acquire(self.host.key)
         try:
             self.fetcher._wait_turn(self.host)
         except BaseException:
-            self.host.slots.release()
+            limits.release(self.host.key, self.token)
             raise
 
     def __exit__(self, *exc: object) -> None:
-        self.host.slots.release()
+        self.fetcher.limits.release(self.host.key, self.token)

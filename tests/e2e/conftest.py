@@ -9,8 +9,12 @@ import io
 import os
 import random
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,3 +160,111 @@ def tools(tmp_path: Path, _binaries: None) -> Tools:
         CI="1",
     )
     return Tools(env=env, home=home)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on loopback (CI installs Debian's: make system-deps)."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed (make system-deps installs it)"
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, "redis-server exited at start"
+            assert time.monotonic() < deadline, "redis-server did not answer PING"
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class Workers:
+    """`pixvcs worker` processes for one repository, each in its own process group."""
+
+    def __init__(self, tools: Tools, repo: Path, broker: str, logdir: Path) -> None:
+        self.tools, self.repo, self.broker, self.logdir = tools, repo, broker, logdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, n: int = 1, *extra: str) -> None:
+        for _ in range(n):
+            log = open(self.logdir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
+            argv = self.tools.pixvcs_argv(
+                self.repo, "worker", "--broker", self.broker, "--concurrency", "1", *extra
+            )
+            self.procs.append(
+                subprocess.Popen(
+                    argv, env=self.tools.env, stdout=log, stderr=log, start_new_session=True
+                )
+            )
+        self.wait_ready(len(self.procs))
+
+    def wait_ready(self, n: int) -> None:
+        from pixvcs import Repo
+        from pixvcs.tasks import _workers_serving, make_app, queue_for
+
+        app = make_app(self.broker)
+        repo = Repo.open(str(self.repo))
+        queue = queue_for(repo)
+        repo.close()
+        deadline = time.monotonic() + 60
+        while len(_workers_serving(app, queue)) < n:
+            dead = [p for p in self.procs if p.poll() is not None]
+            assert not dead, f"a worker exited: {self.logs()}"
+            assert time.monotonic() < deadline, f"workers not ready: {self.logs()}"
+            time.sleep(0.3)
+
+    def kill(self, index: int) -> None:
+        os.killpg(self.procs[index].pid, signal.SIGKILL)
+        self.procs[index].wait(timeout=10)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.logdir.glob("*.log"))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=10)
+
+
+@pytest.fixture
+def workers_for(tools: Tools, redis_url: str, tmp_path: Path) -> Iterator[object]:
+    made: list[Workers] = []
+
+    def make(repo: Path) -> Workers:
+        logdir = tmp_path / f"logs-{len(made)}"
+        logdir.mkdir()
+        w = Workers(tools, repo, redis_url, logdir)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.stop()

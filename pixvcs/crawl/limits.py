@@ -1,0 +1,184 @@
+"""Per-host politeness limits: requests in flight, and the pace of requests.
+
+A :class:`Fetcher` asks its limiter for a *slot* on a host (at most
+``per_host_concurrency`` requests in flight) and then for its *turn* (requests
+at least ``interval`` seconds apart). :class:`LocalLimits` keeps both in this
+process, for the in-process crawl. :class:`RedisLimits` keeps them in Redis, so
+that every ``pixvcs worker`` of a job shares them: with N workers a host still
+sees at most ``--per-host`` requests in flight and ``--rate`` requests a second,
+not N times that.
+
+In Redis (keys expire on their own; a job's keys are prefixed with its id):
+
+* ``pixvcs:crawl:<job>:slots:<host>`` — a sorted set of slot holders, scored by
+  the time their lease ends. A live holder renews its leases every third of the
+  lease (a daemon thread per process); a holder that dies (a killed worker) stops
+  counting when its lease ends, ``lease`` seconds (15) later.
+* ``pixvcs:crawl:<job>:next:<host>`` — the earliest time (Redis server clock, ms)
+  the next request may start.
+
+Both are changed by Lua scripts, so each step is atomic on the server and the
+clocks of the workers never matter.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+
+class Limits(Protocol):
+    def acquire(self, host: str) -> str:
+        """Wait for a slot on ``host``; returns a token for :meth:`release`."""
+
+    def release(self, host: str, token: str) -> None: ...
+
+    def wait_turn(self, host: str, interval: float) -> None:
+        """Wait until a request to ``host`` may start, ``interval`` after the last."""
+
+
+class LocalLimits:
+    """Slots and turns of one process (threads share them)."""
+
+    def __init__(
+        self,
+        per_host: int,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_host = per_host
+        self.sleep = sleep
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._slots: dict[str, threading.Semaphore] = {}
+        self._next: dict[str, float] = {}
+
+    def acquire(self, host: str) -> str:
+        with self._lock:
+            sem = self._slots.get(host)
+            if sem is None:
+                sem = self._slots[host] = threading.Semaphore(self.per_host)
+        sem.acquire()
+        return ""
+
+    def release(self, host: str, token: str) -> None:
+        self._slots[host].release()
+
+    def wait_turn(self, host: str, interval: float) -> None:
+        if interval <= 0:
+            return
+        with self._lock:
+            now = self.clock()
+            at = max(now, self._next.get(host, 0.0))
+            self._next[host] = at + interval
+        if at > now:
+            self.sleep(at - now)
+
+
+# KEYS[1] slots zset; ARGV: now is taken from the server; limit, lease_ms, token
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+  return 1
+end
+return 0
+"""
+
+# KEYS[1] slots zset; ARGV: lease_ms, tokens... (renews the leases still held)
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
+return 1
+"""
+
+# KEYS[1] next-time key; ARGV: interval_ms, ttl_ms. Returns ms to wait.
+_TURN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
+local at = math.max(now, nxt)
+redis.call('SET', KEYS[1], at + tonumber(ARGV[1]), 'PX', tonumber(ARGV[2]))
+return at - now
+"""
+
+
+class RedisLimits:
+    """Slots and turns shared by every process of a job, through Redis."""
+
+    def __init__(
+        self,
+        url: str,
+        job: str,
+        per_host: int,
+        *,
+        lease: float = 15.0,
+        poll: float = 0.02,
+        sleep: Callable[[float], None] = time.sleep,
+        client: Any = None,
+    ) -> None:
+        import redis
+
+        self.redis = client if client is not None else redis.Redis.from_url(url)
+        self.prefix = f"pixvcs:crawl:{job}"
+        self.per_host = per_host
+        self.lease_ms = int(lease * 1000)
+        self.poll = poll
+        self.sleep = sleep
+        self._acquire = self.redis.register_script(_ACQUIRE)
+        self._renew = self.redis.register_script(_RENEW)
+        self._turn = self.redis.register_script(_TURN)
+        self._held: dict[str, set[str]] = {}  # host -> tokens held by this process
+        self._held_lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
+
+    def acquire(self, host: str) -> str:
+        token = secrets.token_hex(8)
+        key = f"{self.prefix}:slots:{host}"
+        delay = self.poll
+        while not self._acquire(keys=[key], args=[self.per_host, self.lease_ms, token]):
+            self.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+        with self._held_lock:
+            self._held.setdefault(host, set()).add(token)
+            if self._renewer is None:
+                self._renewer = threading.Thread(
+                    target=self._renew_forever, name="pixvcs-lease", daemon=True
+                )
+                self._renewer.start()
+        return token
+
+    def release(self, host: str, token: str) -> None:
+        with self._held_lock:
+            self._held.get(host, set()).discard(token)
+        self.redis.zrem(f"{self.prefix}:slots:{host}", token)
+
+    def _renew_forever(self) -> None:
+        while True:
+            time.sleep(self.lease_ms / 3000)
+            with self._held_lock:
+                held = {h: sorted(t) for h, t in self._held.items() if t}
+            for host, tokens in held.items():
+                try:
+                    self._renew(keys=[f"{self.prefix}:slots:{host}"], args=[self.lease_ms, *tokens])
+                except Exception:  # noqa: BLE001 - Redis away for a moment: the next round
+                    continue
+
+    def wait_turn(self, host: str, interval: float) -> None:
+        if interval <= 0:
+            return
+        ms = int(interval * 1000)
+        wait = int(self._turn(keys=[f"{self.prefix}:next:{host}"], args=[ms, max(ms * 4, 60_000)]))
+        if wait > 0:
+            self.sleep(wait / 1000)
