@@ -28,8 +28,9 @@ import builtins
 import hashlib
 import os
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
 DEFAULT_CACHE_SIZE = 10 << 30
 #: Fetches of one object a read tries when other processes keep evicting it.
 _ATTEMPTS = 8
+#: Objects per download when reading ahead (one git-lfs Batch API request each).
+FETCH_BATCH = 100
+#: Downloads in flight ahead of the consumer (objects land on disk, not in memory).
+FETCH_DEPTH = 3
 
 
 def default_cache_dir(environ: Mapping[str, str] | None = None) -> str:
@@ -72,7 +77,7 @@ class MediaCache:
     """
 
     def __init__(self, root: str, size: int = DEFAULT_CACHE_SIZE) -> None:
-        self.store = MediaStore.create(root)
+        self.store: MediaStore = _CacheStore.create(root)
         self.size = size
         self._lock = threading.Lock()
         self._scanned: int | None = None  # total at the last scan
@@ -148,6 +153,19 @@ class MediaCache:
                     total -= size
             self._scanned, self._added = total, 0
             return removed
+
+
+class _CacheStore(MediaStore):
+    """A media store whose downloads are published without a ``syncfs``.
+
+    A repository's store makes objects durable before it names them; a cache
+    need not: every cached object is hashed on every read, so one torn by a
+    crash reads as corrupt, is discarded and fetched again. (The download
+    syncs once per batch through :meth:`sync`; on a busy disk that flushes
+    everyone's writes, which used to cost more than the download.)"""
+
+    def sync(self) -> None:
+        pass
 
 
 _caches: dict[tuple[int, str, int], MediaCache] = {}
@@ -292,14 +310,64 @@ class RemoteSource:
     def object_path(self, oid: str) -> str | None:
         return None  # cached objects may be evicted at any time: never link them
 
-    def read(self, oid: str) -> builtins.bytes:
+    def read(self, oid: str, *, verify: bool = False) -> builtins.bytes:
+        # a cache is outside the repository: every read is hashed, ``verify`` or not
         return self._read_batch([oid])[0]
 
-    def read_many(self, oids: Sequence[str], *, prefetch: int = 16) -> Iterator[builtins.bytes]:
-        from .dataset import read_ahead
+    def read_many(
+        self, oids: Sequence[str], *, prefetch: int = 16, verify: bool = False
+    ) -> Iterator[builtins.bytes]:
+        """Every read hashed (``verify`` changes nothing here). Objects are
+        fetched ahead of the consumer into the cache, :data:`FETCH_BATCH` per
+        download, :data:`FETCH_DEPTH` downloads in flight (in background
+        threads; held against eviction until read); the consumer's thread reads
+        and hashes each from the cache when it gets there. Fetched objects wait
+        on disk, not in memory, so ``prefetch`` does not bound them; with
+        ``prefetch`` 1 or less each object is fetched when it is read."""
+        if prefetch <= 1:
+            return (self.read(oid) for oid in oids)
+        return self._read_ahead(oids)
 
-        # one download request per batch, a few batches in flight ahead of the consumer
-        return read_ahead(self._read_batch, oids, prefetch, max_batch=64)
+    def _read_ahead(self, oids: Sequence[str]) -> Iterator[builtins.bytes]:
+        cache = self._cache()
+        chunks = [oids[i : i + FETCH_BATCH] for i in range(0, len(oids), FETCH_BATCH)]
+        todo = iter(chunks)
+        pending: deque[tuple[Sequence[str], Future[None]]] = deque()
+        pool = ThreadPoolExecutor(max_workers=FETCH_DEPTH, thread_name_prefix="pixvcs-fetch")
+
+        def submit() -> None:
+            chunk = next(todo, None)
+            if chunk is not None:
+                cache.hold(chunk)  # released once read (or abandoned)
+                pending.append((chunk, pool.submit(self._fetch_missing, cache, chunk)))
+
+        try:
+            for _ in range(FETCH_DEPTH):
+                submit()
+            while pending:
+                chunk, future = pending.popleft()
+                try:
+                    try:
+                        future.result()
+                    except (MissingMedia, RemoteError, CorruptObject):
+                        # one object of the batch failed it: read the batch one by
+                        # one, so what precedes it is returned and the error names it
+                        pass
+                    submit()
+                    for oid in chunk:
+                        yield self._read_one(cache, oid)
+                finally:
+                    cache.release(chunk)
+                cache.maybe_evict()
+        finally:
+            for _, future in pending:
+                future.cancel()
+            pool.shutdown(wait=True)
+            for chunk, _ in pending:
+                cache.release(chunk)
+
+    def _fetch_missing(self, cache: MediaCache, oids: Sequence[str]) -> None:
+        self._fetch([o for o in dict.fromkeys(oids) if not cache.store.has(o)])
 
     def close(self) -> None:
         """Release the mirror and the endpoint (both reopen lazily on the next read)."""
@@ -395,4 +463,3 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 def _is_full_id(rev: str) -> bool:
     return len(rev) == 40 and all(c in "0123456789abcdefABCDEF" for c in rev)
-

@@ -5,8 +5,18 @@ never re-resolved: the revision name is turned into a commit id (``.commit``)
 and every later read is of that commit's bytes, whatever happens to the
 branch or the work tree afterwards. Nothing is checked out; the git tree is
 walked (names validated, :func:`pixvcs.trees.walk`), pointers are parsed
-strictly, and image bytes come from the media store, verified against their
-SHA-256 on every read.
+strictly (or, when the repository's index already knows a pointer blob, its
+canonical text is checked against the blob id instead), and image bytes come
+from the media store.
+
+Verification (``verify=``, :data:`VERIFY_MODES`): bytes from outside the
+repository (a remote's cache) are hashed on every read. Objects of the
+repository's own media store are trusted while only the store can name them:
+pixvcs publishes them read-only, verified, by rename, and ``fsck`` re-hashes
+them all. An object that someone made writable, or that has another name (a
+hardlink from ``add --link`` or an export), is hashed on every read. With
+``verify="always"`` every read is hashed, and :func:`pixvcs.export.export`
+always asks for that.
 
 Where the bytes come from is a :class:`Source`: :class:`LocalSource` (a
 repository on this machine) or :class:`pixvcs.cache.RemoteSource` (a
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import builtins
 import csv
+import hashlib
 import io
 import os
 import sqlite3
@@ -33,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 from . import trees
 from .errors import (
+    CorruptObject,
     LabelsFileError,
     MissingDependency,
     MissingMedia,
@@ -42,7 +54,7 @@ from .errors import (
 )
 from .imageinfo import has_image_extension
 from .media import MediaStore
-from .pointer import Pointer, looks_like_pointer, parse_pointer
+from .pointer import Pointer, format_pointer, is_oid, looks_like_pointer, parse_pointer
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -58,6 +70,13 @@ WHERE_KEYS = ("label", "min_width", "min_height", "max_width", "max_height", "ad
 _SIZE_KEYS = ("min_width", "min_height", "max_width", "max_height")
 #: Images read ahead of the consumer by :meth:`Dataset.iter_bytes`.
 DEFAULT_PREFETCH = 16
+#: What ``pixvcs.open(verify=...)`` accepts: ``"untrusted"`` (the default) hashes
+#: what came from outside the repository and local objects that something other
+#: than the store can write or name; ``"always"`` hashes every read.
+VERIFY_MODES = ("untrusted", "always")
+#: Write bits: a media object is published read-only, so one with any of them set
+#: has been changed by something other than pixvcs.
+_WRITABLE = 0o222
 
 
 # -- the source interface ---------------------------------------------------------------
@@ -86,8 +105,10 @@ class Source(Protocol):
 
     Everything here is keyed by commit id or oid, so a source can cache
     freely. Implementations must be picklable without open handles (reopen
-    lazily, per process) and must verify media bytes against their oid:
-    :meth:`read` never returns bytes that do not hash to ``oid``.
+    lazily, per process) and must verify media bytes against their oid unless
+    they come from a store whose writers all verify (the repository's own
+    media store, see the module docstring): :meth:`read` never returns bytes
+    from an untrusted place that do not hash to ``oid``.
     """
 
     def describe(self) -> str:
@@ -110,14 +131,15 @@ class Source(Protocol):
         """Known facts by oid; oids the source knows nothing about are left out."""
         ...
 
-    def read(self, oid: str) -> builtins.bytes:
-        """Verified bytes; raises MissingMedia or CorruptObject."""
+    def read(self, oid: str, *, verify: bool = False) -> builtins.bytes:
+        """The object's bytes; raises MissingMedia or CorruptObject. Bytes the
+        source does not trust are always hashed; ``verify`` hashes them all."""
         ...
 
     def read_many(
-        self, oids: Sequence[str], *, prefetch: int = DEFAULT_PREFETCH
+        self, oids: Sequence[str], *, prefetch: int = DEFAULT_PREFETCH, verify: bool = False
     ) -> Iterator[builtins.bytes]:
-        """Verified bytes of each oid, in order, reading up to ``prefetch`` ahead."""
+        """:meth:`read` of each oid, in order, reading up to ``prefetch`` ahead."""
         ...
 
     def object_path(self, oid: str) -> str | None:
@@ -130,26 +152,32 @@ class LocalSource:
 
     Reads need no work tree: history comes from the git directory, bytes from
     its media store. The git repository is opened lazily and again in each
-    process; pickling keeps only paths.
+    process; pickling keeps only paths. ``verify`` is one of
+    :data:`VERIFY_MODES`.
     """
 
-    def __init__(self, root: str, *, bare: bool) -> None:
+    def __init__(self, root: str, *, bare: bool, verify: str = "untrusted") -> None:
         from .repo import GIT_DIR
 
+        if verify not in VERIFY_MODES:
+            raise UsageError(f"verify must be one of {', '.join(VERIFY_MODES)}, not {verify!r}")
         self.root = os.path.abspath(root)
         self.bare = bare
+        self.verify = verify
         self.git_dir = self.root if bare else os.path.join(self.root, GIT_DIR)
         self.media = MediaStore(os.path.join(self.git_dir, "lfs"))
+        self._objects = self.media.objects_dir
+        self._hash_all = verify == "always"
         self._repo: Repo | None = None
         self._pid = -1
         self._pointers: dict[str, Pointer] = {}
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | Repo) -> LocalSource:
+    def open(cls, path: str | os.PathLike[str] | Repo, *, verify: str = "untrusted") -> LocalSource:
         from .repo import Repo
 
         repo = path if isinstance(path, Repo) else Repo.open(os.fspath(path), search_parents=False)
-        source = cls(repo.root, bare=repo.bare)
+        source = cls(repo.root, bare=repo.bare, verify=verify)
         if repo is not path:
             source._repo, source._pid = repo, os.getpid()
         return source
@@ -188,10 +216,18 @@ class LocalSource:
     def list_entries(self, rev: str) -> list[SourceEntry]:
         repo = self._git()
         store = repo.store
+        get_raw = _raw_reader(store)
+        known = self._pointers
+        if not known:
+            known.update(self._indexed_pointers())
         out = []
         for path, _mode, blob in trees.walk(store, repo.tree_of(rev)):
+            pointer = known.get(blob)
+            if pointer is not None:
+                out.append(SourceEntry(path, "media", blob, pointer.oid, pointer.size))
+                continue
             try:
-                type_num, data = store.get_raw(blob.encode())
+                type_num, data = get_raw(blob)
             except KeyError:
                 raise MissingObject(
                     blob, f"the blob of {path!r} is not in the repository"
@@ -199,12 +235,50 @@ class LocalSource:
             if type_num != 3:  # a tree entry with a file mode must name a blob
                 raise UnsafeTreeEntry(path, f"expected a blob, found object type {type_num}")
             if looks_like_pointer(data):
-                pointer = self._pointers.get(blob)
-                if pointer is None:
-                    pointer = self._pointers[blob] = parse_pointer(data)
+                pointer = known[blob] = parse_pointer(data)
                 out.append(SourceEntry(path, "media", blob, pointer.oid, pointer.size))
             else:
                 out.append(SourceEntry(path, "blob", blob, None, len(data)))
+        return out
+
+    def _indexed_pointers(self) -> dict[str, Pointer]:
+        """Pointer blobs the index already knows, so listing a version need not
+        read and parse 20,000 pointers one object lookup at a time.
+
+        The index is only a hint: a row counts when the SHA-1 of the canonical
+        pointer text it implies (``blob N\\0`` + :func:`format_pointer`) is the
+        blob id itself, which is exactly the check the object id makes of the
+        stored blob. Opened read-only; any problem (no index in a bare
+        repository, another schema, locked) means no hints."""
+        path = os.path.join(self.git_dir, "pixvcs", "index.db")
+        if not os.path.exists(path):
+            return {}
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        except sqlite3.Error:  # unreadable index: only a hint, go without
+            return {}
+        try:
+            rows = db.execute(
+                "SELECT blob, oid, size FROM entries"
+                " WHERE kind = 'media' AND blob IS NOT NULL AND oid IS NOT NULL"
+            ).fetchall()
+        except sqlite3.Error:  # another schema, locked, corrupt: only a hint
+            return {}
+        finally:
+            db.close()
+        out: dict[str, Pointer] = {}
+        sha1 = hashlib.sha1
+        for blob, oid, size in rows:
+            if not (isinstance(blob, str) and isinstance(oid, str) and isinstance(size, int)):
+                continue
+            if size < 0 or not is_oid(oid):
+                continue
+            text = format_pointer(oid, size)
+            if (
+                sha1(b"blob %d\x00%s" % (len(text), text), usedforsecurity=False).hexdigest()
+                == blob
+            ):
+                out[blob] = Pointer(oid, size)
         return out
 
     def read_blob(self, blob_id: str) -> builtins.bytes:
@@ -231,14 +305,19 @@ class LocalSource:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if meta.get("catalog_version") != str(CATALOG_VERSION):
                 return {}
-            unique = sorted(set(oids))
-            for start in range(0, len(unique), 500):
-                chunk = unique[start : start + 500]
+            unique = set(oids)
+            query = "SELECT oid, width, height, format FROM images"
+            if len(unique) >= _SCAN_CATALOG:
+                # many oids: one scan of the table beats thousands of index lookups
+                for oid, width, height, fmt in db.execute(query):
+                    if oid in unique:
+                        out[oid] = ImageFacts(width, height, fmt)
+                return out
+            ordered = sorted(unique)
+            for start in range(0, len(ordered), 500):
+                chunk = ordered[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for oid, width, height, fmt in db.execute(
-                    f"SELECT oid, width, height, format FROM images WHERE oid IN ({marks})",
-                    chunk,
-                ):
+                for oid, width, height, fmt in db.execute(f"{query} WHERE oid IN ({marks})", chunk):
                     out[oid] = ImageFacts(width, height, fmt)
         except sqlite3.Error:  # missing tables, locked, corrupt: derived data, treat as empty
             return {}
@@ -246,24 +325,138 @@ class LocalSource:
             db.close()
         return out
 
-    def read(self, oid: str) -> builtins.bytes:
+    def read(self, oid: str, *, verify: bool = False) -> builtins.bytes:
+        """The object's bytes: one ``open``, ``fstat`` and ``read``, hashed only
+        when the mode asks for it or the object looks touched (see the module
+        docstring); raises MissingMedia or CorruptObject."""
+        fd = self._open(oid)
+        if fd is None:
+            raise MissingMedia([("", oid)], self.media.root)
+        return self._read_open(oid, fd, verify)
+
+    def _open(self, oid: str) -> int | None:
+        """A descriptor of the object, None when it is not there."""
+        if not is_oid(oid):  # never a path of our making: refuse before opening
+            raise CorruptObject(oid, "(not an oid)", self.media.root)
         try:
-            return self.media.read(oid)
+            return os.open(f"{self._objects}/{oid[0:2]}/{oid[2:4]}/{oid}", _O_READ)
         except FileNotFoundError:
-            raise MissingMedia([("", oid)], self.media.root) from None
+            return None
+
+    def _read_open(self, oid: str, fd: int, verify: bool) -> builtins.bytes:
+        """Read the object from ``fd`` (closed here) and hash it if it must be."""
+        try:
+            st = os.fstat(fd)
+            data = _read_fd(fd, st.st_size)
+        finally:
+            os.close(fd)
+        if verify or self._hash_all or st.st_mode & _WRITABLE or st.st_nlink != 1:
+            got = hashlib.sha256(data).hexdigest()
+            if got != oid:
+                raise CorruptObject(oid, got, self.media.root)
+        return data
 
     def read_many(
-        self, oids: Sequence[str], *, prefetch: int = DEFAULT_PREFETCH
+        self, oids: Sequence[str], *, prefetch: int = DEFAULT_PREFETCH, verify: bool = False
     ) -> Iterator[builtins.bytes]:
-        # File reads and SHA-256 release the GIL: a few threads keep the disk and
-        # the cores busy while the consumer works.
-        return read_ahead(self._read_batch, oids, prefetch)
+        """Reads in the caller's thread, with the kernel reading ahead: the next
+        ``max(prefetch, 64)`` objects are opened and announced with
+        ``posix_fadvise(WILLNEED)``, so a cold disk works on many files at once
+        while no bytes are held here. (Threads reading ahead cost more than
+        they save when the files are cached: measured in bench/read_bench.py.)
+        Errors are raised in order, when the consumer reaches the object."""
+        if prefetch <= 1:
+            return (self.read(oid, verify=verify) for oid in oids)
+        return self._read_ahead(oids, max(prefetch, _OPEN_AHEAD), verify)
 
-    def _read_batch(self, oids: Sequence[str]) -> list[builtins.bytes]:
-        return [self.read(oid) for oid in oids]
+    def _read_ahead(
+        self, oids: Sequence[str], window: int, verify: bool
+    ) -> Iterator[builtins.bytes]:
+        opened: deque[tuple[str, int | None]] = deque()
+        todo = iter(oids)
+
+        def open_next() -> None:
+            oid = next(todo, None)
+            if oid is None:
+                return
+            try:
+                fd = self._open(oid)
+            except CorruptObject:
+                fd = None  # not an oid: read() raises it when its turn comes
+            if fd is not None and _FADVISE is not None:
+                _FADVISE(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            opened.append((oid, fd))
+
+        try:
+            for _ in range(window):
+                open_next()
+            while opened:
+                oid, fd = opened.popleft()
+                open_next()
+                yield (
+                    self.read(oid, verify=verify)
+                    if fd is None
+                    else self._read_open(oid, fd, verify)
+                )
+        finally:
+            for _, fd in opened:
+                if fd is not None:
+                    os.close(fd)
 
     def object_path(self, oid: str) -> str | None:
         return self.media.path(oid)
+
+
+#: Above this many oids, :meth:`LocalSource.image_facts` scans the catalog table.
+_SCAN_CATALOG = 2000
+_O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+#: Objects :meth:`LocalSource.read_many` opens ahead of the consumer (descriptors, not bytes).
+_OPEN_AHEAD = 64
+_FADVISE: Callable[[int, int, int, int], None] | None = getattr(os, "posix_fadvise", None)
+
+
+def _read_fd(fd: int, size: int) -> builtins.bytes:
+    """``size`` bytes of an open regular file (one ``read`` unless it is huge)."""
+    data = os.read(fd, size)
+    if len(data) == size:
+        return data
+    parts = [data]  # a short read: files over 2 GiB, or the file shrank meanwhile
+    got = len(data)
+    while got < size:
+        chunk = os.read(fd, size - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _raw_reader(store: Any) -> Callable[[str], tuple[int, builtins.bytes]]:
+    """``get_raw`` for many lookups in a row: packs first, searched directly
+    (dulwich's ``get_raw`` checks for a multi-pack-index file on every call),
+    then the store's own lookup (loose objects, packs that appeared meanwhile).
+    Raises KeyError for an object that is nowhere."""
+    from dulwich.pack import PackFileDisappeared
+
+    try:
+        packs = list(store.packs)
+    except (AttributeError, NotImplementedError):  # a store without packs (memory)
+        packs = []
+
+    def get(blob: str) -> tuple[int, builtins.bytes]:
+        sha = bytes.fromhex(blob)
+        for pack in packs:
+            try:
+                result: tuple[int, builtins.bytes] = pack.get_raw(sha)
+                return result
+            except KeyError:  # not in this pack: try the next
+                continue
+            except PackFileDisappeared:  # repacked meanwhile: the store rescans
+                break
+        raw: tuple[int, builtins.bytes] = store.get_raw(blob.encode())
+        return raw
+
+    return get
 
 
 def read_ahead(
@@ -325,7 +518,8 @@ class Record:
     _source: Source = field(repr=False, compare=False)
 
     def bytes(self) -> builtins.bytes:
-        """The image's exact bytes, verified against ``oid`` (CorruptObject if not)."""
+        """The image's exact bytes (CorruptObject when they do not hash to
+        ``oid``; which reads are hashed: ``pixvcs.open(verify=...)``)."""
         try:
             return self._source.read(self.oid)
         except MissingMedia as e:
@@ -385,11 +579,14 @@ class Dataset:
         """The distinct labels, sorted (unlabelled images have none)."""
         return sorted({r.label for r in self.records if r.label is not None})
 
-    def iter_bytes(self, *, prefetch: int = DEFAULT_PREFETCH) -> Iterator[tuple[Record, bytes]]:
-        """``(record, verified bytes)`` in order, reading up to ``prefetch`` images
-        ahead in background threads; memory stays bounded by the window."""
+    def iter_bytes(
+        self, *, prefetch: int = DEFAULT_PREFETCH, verify: bool = False
+    ) -> Iterator[tuple[Record, bytes]]:
+        """``(record, bytes)`` in order, reading up to ``prefetch`` images ahead
+        in background threads; memory stays bounded by the window. ``verify``
+        hashes every object, as ``verify="always"`` would."""
         records = self.records
-        data = self.source.read_many([r.oid for r in records], prefetch=prefetch)
+        data = self.source.read_many([r.oid for r in records], prefetch=prefetch, verify=verify)
         yield from zip(records, data, strict=True)
 
     def with_transform(self, fn: Callable[[Record], T]) -> TransformedDataset[T]:
@@ -467,6 +664,7 @@ def open(
     cache_dir: str | os.PathLike[str] | None = None,
     token: str | None = None,
     cache_size: int | None = None,
+    verify: str = "untrusted",
 ) -> Dataset:
     """The images of ``rev`` in the repository at ``path``, pinned to its commit.
 
@@ -481,7 +679,14 @@ def open(
     bounded to ``cache_size`` bytes (default 10 GiB); ``token`` authenticates
     to HTTP remotes. A local repository needs none of these and ignores them
     (a bare repository path is read in place, not through the cache).
+
+    ``verify`` (:data:`VERIFY_MODES`): ``"untrusted"`` hashes every object read
+    through a remote's cache, and objects of a local store that something
+    besides pixvcs could have changed (writable, or hardlinked); ``"always"``
+    hashes every read.
     """
+    if verify not in VERIFY_MODES:
+        raise UsageError(f"verify must be one of {', '.join(VERIFY_MODES)}, not {verify!r}")
     filters = _Filters.parse(where)
     globs = [include] if isinstance(include, str) else list(include or [])
     source: Source
@@ -498,7 +703,7 @@ def open(
             token=token,
         )
     else:
-        source = LocalSource.open(path)
+        source = LocalSource.open(path, verify=verify)
     try:
         return select(source, rev, include=globs, filters=filters)
     finally:

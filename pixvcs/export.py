@@ -185,7 +185,8 @@ def _imagefolder(
     _empty_dir(dest)
     made: set[str] = set()
     total = len(dataset)
-    for n, (r, data) in enumerate(dataset.iter_bytes(), 1):  # verified before it is linked
+    # every object hashed before it is linked or written, whatever the dataset trusts
+    for n, (r, data) in enumerate(dataset.iter_bytes(verify=True), 1):
         rel = imagefolder_path(r)
         path = os.path.join(dest, *rel.split("/"))
         parent = os.path.dirname(path)
@@ -284,7 +285,9 @@ def _webdataset(
     tar: tarfile.TarFile | None = None
     tmp = ""
     try:
-        for n, ((r, data), key) in enumerate(zip(dataset.iter_bytes(), keys, strict=True)):
+        for n, ((r, data), key) in enumerate(
+            zip(dataset.iter_bytes(verify=True), keys, strict=True)
+        ):
             if n % shard_size == 0:
                 if tar is not None:
                     result.bytes += _close_shard(tar, tmp, dest, result)

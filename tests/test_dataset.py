@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from PIL import Image
 import pixvcs
 from pixvcs import CorruptObject, MissingMedia, Repo, UsageError
 from pixvcs.dataset import LabelsFileError, MissingDependency, parse_labels, parse_where
+from pixvcs.export import export
 from tests.imagegen import image_bytes, make_dataset, write_image
 from tests.test_docs import fixtures
 
@@ -338,3 +340,104 @@ def test_docs_document_the_dataset_api() -> None:
         assert f"`{name}`" in text, name
     for error in ("LabelsFileError", "MissingDependency"):
         assert error in text
+
+
+# -- verification modes --------------------------------------------------------------------
+def _rot_in_place(path: str) -> None:
+    """Flip bytes of a read-only object and make it read-only again, as a stray
+    tool with write access would: size, mode and link count unchanged."""
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(b"\x00\x00\x00")
+    os.chmod(path, 0o444)
+
+
+def test_verify_modes_on_a_silently_rotten_object(
+    ds_repo: tuple[Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    root, files = ds_repo
+    ds = pixvcs.open(str(root), "v1")
+    victim = ds[1]
+    obj = ds.source.object_path(victim.oid)
+    assert obj is not None
+    _rot_in_place(obj)
+    # the default trusts the repository's own read-only, unlinked objects (fsck checks them)
+    assert victim.bytes() != files[victim.path]
+    # ... and hashes them when asked: per read, or for the whole dataset
+    with pytest.raises(CorruptObject) as e:
+        list(ds.iter_bytes(verify=True))
+    assert e.value.expected == victim.oid
+    strict = pixvcs.open(str(root), "v1", verify="always")
+    with pytest.raises(CorruptObject):
+        strict[1].bytes()
+    with pytest.raises(CorruptObject):
+        list(strict.iter_bytes())
+    assert strict[2].bytes() == files[strict[2].path]
+    # export always hashes before it links or writes
+    with pytest.raises(CorruptObject):
+        export(ds[:4], str(tmp_path / "out"), format="imagefolder")
+    with Repo.open(str(root)) as repo:
+        assert not repo.fsck().ok
+    with pytest.raises(UsageError, match="verify"):
+        pixvcs.open(str(root), "v1", verify="never")
+
+
+def test_objects_something_else_can_write_are_always_hashed(
+    ds_repo: tuple[Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    root, files = ds_repo
+    ds = pixvcs.open(str(root), "v1")
+    a, b = ds[1], ds[2]
+    obj_a, obj_b = ds.source.object_path(a.oid), ds.source.object_path(b.oid)
+    assert obj_a is not None and obj_b is not None
+    # writable: someone chmodded it (the store publishes 0444)
+    os.chmod(obj_a, 0o644)
+    assert a.bytes() == files[a.path]  # hashed, and fine
+    with open(obj_a, "r+b") as f:
+        f.write(b"\x00\x00\x00")
+    with pytest.raises(CorruptObject):
+        a.bytes()
+    # hardlinked (add --link, an export): the other name can be edited
+    os.link(obj_b, tmp_path / "elsewhere.jpg")
+    _rot_in_place(obj_b)
+    with pytest.raises(CorruptObject):
+        b.bytes()
+    with pytest.raises(CorruptObject):
+        list(ds[2:3].iter_bytes())
+
+
+def test_iter_bytes_yields_in_order_up_to_a_missing_object(
+    ds_repo: tuple[Path, dict[str, bytes]],
+) -> None:
+    root, files = ds_repo
+    ds = pixvcs.open(str(root), "v1")
+    victim = ds[3]
+    obj = ds.source.object_path(victim.oid)
+    assert obj is not None
+    os.unlink(obj)
+    got: list[str] = []
+    with pytest.raises(MissingMedia):
+        for record, data in ds.iter_bytes():
+            assert data == files[record.path]
+            got.append(record.path)
+    assert got == [r.path for r in ds[:3]]
+    with pytest.raises(CorruptObject):  # never a path of our making
+        ds.source.read("../../../etc/passwd")
+
+
+def test_listing_trusts_the_index_only_where_the_blob_id_agrees(
+    ds_repo: tuple[Path, dict[str, bytes]],
+) -> None:
+    root, _ = ds_repo
+    expected = [(r.path, r.oid, r.size) for r in pixvcs.open(str(root), "v1")]
+    index = root / ".pixvcs" / "pixvcs" / "index.db"
+    other = hashlib.sha256(b"not the image").hexdigest()
+
+    db = sqlite3.connect(index)
+    with db:  # a lying index: every media row names another object
+        db.execute("UPDATE entries SET oid = ?, size = size + 1 WHERE kind = 'media'", (other,))
+    db.close()
+    ds = pixvcs.open(str(root), "v1")
+    assert [(r.path, r.oid, r.size) for r in ds] == expected
+    index.write_bytes(b"not a database")
+    assert [(r.path, r.oid, r.size) for r in pixvcs.open(str(root), "v1")] == expected

@@ -138,6 +138,9 @@ def test_the_cache_bound_evicts_least_recently_used(remote: Remote, tmp_path: Pa
     assert ds[0].oid not in kept, "the least recently used one went first"
     assert ds[0].bytes() == remote.files[ds[0].path], "an evicted object is fetched again"
     assert store.total() <= bound
+    # reading ahead holds what it fetched until it is read, then the bound holds again
+    assert {r.path: d for r, d in ds.iter_bytes()} == remote.files
+    assert store.total() <= bound
 
 
 def test_a_corrupt_cached_object_is_fetched_again(remote: Remote, tmp_path: Path) -> None:
@@ -246,3 +249,69 @@ def test_default_cache_dir() -> None:
     assert default_cache_dir({"XDG_CACHE_HOME": "/x"}) == "/x/pixvcs"
     home = os.path.expanduser("~")
     assert default_cache_dir({}) == os.path.join(home, ".cache", "pixvcs")
+
+
+def test_cached_objects_are_hashed_on_every_read(remote: Remote, tmp_path: Path) -> None:
+    """Unlike a repository's own store, a cache is never trusted: an object that
+    rotted silently (read-only again, same size) is detected, fetched again."""
+    cache = tmp_path / "cache"
+    ds = _open(remote, cache)  # the default verify="untrusted"
+    assert dict((r.path, d) for r, d in ds.iter_bytes()) == remote.files
+    store = MediaStore(str(cache / "media"))
+    for record in (ds[0], ds[3]):
+        path = store.path(record.oid)
+        os.chmod(path, 0o644)
+        with open(path, "r+b") as f:
+            f.write(b"rotten")
+        os.chmod(path, 0o444)
+    assert ds[0].bytes() == remote.files[ds[0].path]
+    assert dict((r.path, d) for r, d in ds.iter_bytes()) == remote.files
+    for record in (ds[0], ds[3]):
+        with open(store.path(record.oid), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == record.oid
+
+
+def test_iter_bytes_fetches_ahead_in_batches(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pixvcs.cache
+
+    fetches: list[list[str]] = []
+    real_fetch = RemoteSource._fetch
+
+    def counting(self: RemoteSource, oids: list[str]) -> None:
+        fetches.append(list(oids))
+        real_fetch(self, oids)
+
+    monkeypatch.setattr(pixvcs.cache, "FETCH_BATCH", 2)
+    monkeypatch.setattr(RemoteSource, "_fetch", counting)
+    ds = _open(remote, tmp_path / "cache")
+    first = ds[0]
+    assert first.bytes() == remote.files[first.path]
+    assert fetches == [[first.oid]]
+    fetches.clear()
+    got = [(r.path, data) for r, data in ds.iter_bytes()]
+    assert dict(got) == remote.files and [p for p, _ in got] == [r.path for r in ds]
+    # one download per batch of 2, the object already cached left out of its batch
+    assert [len(f) for f in fetches] == [1, 2, 2]
+    assert sorted(o for f in fetches for o in f) == sorted(r.oid for r in ds[1:])
+    fetches.clear()
+    assert [d for _, d in ds.iter_bytes()] == [d for _, d in got]
+    assert [f for f in fetches if f] == [], "a warm cache is read without a request"
+
+
+def test_iter_bytes_stops_at_an_object_the_remote_lacks(remote: Remote, tmp_path: Path) -> None:
+    ds = _open(remote, tmp_path / "cache")
+    victim = ds[3]
+    if remote.url.startswith("file://"):
+        shared = remote.url[len("file://") :]
+    else:
+        shared = str(tmp_path / "srv" / "animals")
+    os.unlink(MediaStore(os.path.join(shared, "lfs")).path(victim.oid))
+    got: list[str] = []
+    with pytest.raises(MissingMedia) as e:
+        for record, data in ds.iter_bytes():
+            assert data == remote.files[record.path]
+            got.append(record.path)
+    assert got == [r.path for r in ds[:3]]
+    assert [oid for _, oid in e.value.missing] == [victim.oid]
