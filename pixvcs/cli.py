@@ -3,6 +3,7 @@ call, and formats the result. Library errors become a message and an exit code."
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -107,7 +108,63 @@ def identity_from_env() -> str | None:
 
 
 # -- the group ----------------------------------------------------------------------
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Commands kept in modules of their own (which register themselves on ``main``
+#: when imported), by command name.
+_COMMAND_MODULES = {
+    "check": "cli_check",
+    "crawl": "cli_crawl",
+    "worker": "cli_crawl",
+    "export": "cli_export",
+    "serve": "cli_serve",
+}
+
+
+class _Commands(dict[str, click.Command]):
+    """``main``'s subcommands, importing the module of a command kept elsewhere
+    only when that command is looked up, or when the whole mapping is listed
+    (``--help``, an unknown command's suggestions, the docs generator). So
+    ``pixvcs status`` does not pay for ``export``'s or ``crawl``'s imports."""
+
+    def _load(self, name: str | None = None) -> None:
+        for cmd, module in _COMMAND_MODULES.items():
+            if (name is None or name == cmd) and not dict.__contains__(self, cmd):
+                importlib.import_module(f"{__package__}.{module}")
+
+    def __getitem__(self, name: str) -> click.Command:
+        self._load(name)
+        return dict.__getitem__(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self._load(name)
+        return dict.get(self, name, default)
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str):
+            self._load(name)
+        return dict.__contains__(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._load()
+        return dict.__len__(self)
+
+    def keys(self) -> Any:
+        self._load()
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self._load()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._load()
+        return dict.items(self)
+
+
+@click.group(commands=_Commands(), context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-C",
     "directory",
@@ -1033,9 +1090,6 @@ def catalog_rebuild(ctx: click.Context, as_json: bool) -> None:
         return
     click.echo(f"catalog rebuilt: {result['objects']} objects, {result['invalid']} invalid")
 
-
-# Commands kept in modules of their own register themselves on import.
-from . import cli_check, cli_crawl, cli_export, cli_serve  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover - `python -m pixvcs.cli`
     # run the `main` of the imported module, where the other modules' commands

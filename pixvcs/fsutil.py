@@ -7,26 +7,34 @@ scratch directory on the same filesystem, make it durable, rename it into place.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .errors import LockTimeout
 
-_libc: ctypes.CDLL | None
-try:
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    _syncfs = _libc.syncfs
-except (OSError, AttributeError):  # not Linux/glibc: fall back to os.sync()
-    _libc = None
+_LIBC: list[Any] = []
+
+
+def _libc() -> Any:
+    """glibc through ctypes, loaded on first use (None when not Linux/glibc)."""
+    if not _LIBC:
+        import ctypes
+        import ctypes.util
+
+        try:
+            lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+            lib.syncfs  # noqa: B018
+        except (OSError, AttributeError):  # not Linux/glibc: fall back to os.sync()
+            lib = None
+        _LIBC.append(lib)
+    return _LIBC[0]
 
 
 def sync_filesystem(path: str) -> None:
@@ -35,10 +43,11 @@ def sync_filesystem(path: str) -> None:
     One ``syncfs`` makes a whole batch of freshly written temporary files
     durable at once, which costs one journal commit instead of one per file.
     """
-    if _libc is not None:
+    libc = _libc()
+    if libc is not None:
         fd = os.open(path, os.O_RDONLY)
         try:
-            if _libc.syncfs(fd) == 0:
+            if libc.syncfs(fd) == 0:
                 return
         finally:
             os.close(fd)
@@ -134,9 +143,10 @@ def worker_init() -> None:
         except OSError:  # already closed in this process
             pass
     _held_locks.clear()
-    if _libc is not None:
+    libc = _libc()
+    if libc is not None:
         pr_set_pdeathsig = 1
-        _libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
         if os.getppid() == 1:  # the parent died before prctl took effect
             os._exit(1)
 
@@ -165,6 +175,8 @@ def repo_lock(path: str, *, timeout: float = 30.0) -> Iterator[None]:
                     raise LockTimeout(path, holder or "unknown holder") from None
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
+        import socket  # here: the status path takes no lock, and needs no socket
+
         os.pwrite(fd, f"pid {os.getpid()} host {socket.gethostname()}\n".encode(), 0)
         _held_locks[fd] = threading.get_ident()
         yield

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -79,6 +80,17 @@ class Entry:
 
 _COLS = "path, mode, kind, oid, size, blob, base, base_mode, mtime_ns, ino, stamp_ns, dirty"
 
+#: A file's stat as the stat cache compares it: ``(path, size, mtime_ns, ino,
+#: xbit)``, ``xbit`` being ``st_mode & stat.S_IXUSR`` (64 or 0). An index row and
+#: a work-tree file with equal rows are the same content (see ``stat_rows``).
+StatRow = tuple[str, int, int, int, int]
+
+_STAT_ROWS = (
+    "SELECT path, size, mtime_ns, CASE WHEN stamp_ns - mtime_ns >= ? THEN ino ELSE -1 END,"
+    " CASE WHEN mode = ? THEN ? ELSE 0 END FROM entries"
+)
+_STAT_ARGS = (RACY_NS, 0o100755, stat.S_IXUSR)
+
 
 class Index:
     def __init__(self, path: str) -> None:
@@ -105,13 +117,25 @@ class Index:
         for row in self.db.execute(f"SELECT {_COLS} FROM entries ORDER BY path"):
             yield Entry(*row)
 
-    def stat_map(self) -> dict[str, tuple[int, int, int, int, int]]:
-        """path -> (size, mtime_ns, ino, stamp_ns, mode) of every live entry, as plain
-        tuples (the status hot path: no objects built per row)."""
-        cur = self.db.execute(
-            "SELECT path, size, mtime_ns, ino, stamp_ns, mode FROM entries WHERE blob IS NOT NULL"
-        )
-        return {row[0]: row[1:] for row in cur}
+    def stat_rows(self, paths: Iterable[str] | None = None) -> set[StatRow]:
+        """The stat cache of every live entry (or of those of ``paths``) as
+        :data:`StatRow` tuples, built by SQLite and the C-level ``set()``: no
+        Python code runs per row. A racy row gets ``ino = -1``, which no file
+        has, so it never equals a work-tree row and is always re-hashed."""
+        if paths is None:
+            return set(self.db.execute(_STAT_ROWS + " WHERE blob IS NOT NULL", _STAT_ARGS))
+        wanted = list(paths)
+        out: set[StatRow] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                self.db.execute(
+                    f"{_STAT_ROWS} WHERE blob IS NOT NULL AND path IN ({marks})",
+                    (*_STAT_ARGS, *chunk),
+                )
+            )
+        return out
 
     def get_many(self, paths: list[str]) -> dict[str, Entry]:
         out: dict[str, Entry] = {}

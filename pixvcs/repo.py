@@ -13,9 +13,7 @@ lock (an flock the kernel drops when its holder dies).
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -23,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from . import fsutil
-from .catalog import Catalog
 from .errors import (
     BadPath,
     BadRevision,
@@ -37,7 +34,6 @@ from .errors import (
 )
 from .imageinfo import IMAGE_EXTENSIONS, MAX_PIXELS
 from .index import Index
-from .ingest import Ingested
 from .lazy import lazy_module
 from .media import MediaStore
 from .pointer import format_pointer, looks_like_pointer, parse_pointer
@@ -52,7 +48,9 @@ if TYPE_CHECKING:
 
     from . import diff as diff_mod
     from . import packs, trees
+    from .catalog import Catalog
     from .diff import DatasetDiff, Side
+    from .ingest import Ingested
     from .integrity import FsckReport, GcReport
     from .transfer import FetchResult, PushResult
 else:
@@ -351,6 +349,8 @@ class Repo(AbstractContextManager["Repo"]):
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
+            from .catalog import Catalog
+
             self._catalog = Catalog(os.path.join(self.state_dir, "catalog.db"))
         return self._catalog
 
@@ -604,6 +604,9 @@ class Repo(AbstractContextManager["Repo"]):
             name = config.get(("user",), "name").decode()
             email = config.get(("user",), "email").decode()
         except KeyError:
+            import getpass
+            import socket
+
             user = getpass.getuser()
             return f"{user} <{user}@{socket.gethostname()}>"
         return f"{name} <{email}>"

@@ -1,20 +1,23 @@
 """The work tree against the index: add, rm, status.
 
-Walking the work tree is the hot path of ``status`` and ``add``: the index is
-read as plain tuples, each file costs one ``lstat`` and a tuple comparison,
-and only files whose stat changed (or is racy) are read and hashed again.
+Walking the work tree is the hot path of ``status`` and ``add``. Both sides
+become sets of :data:`~pixvcs.index.StatRow` tuples -- the index's built by
+SQLite and ``set()`` in C, the work tree's by one ``scandir`` per directory and
+one ``fstatat`` per file -- and one set difference (in C) finds the files
+whose stat differs from the cache (or is racy). Only those are read and hashed
+again; ``.pixvcsignore`` is matched against directories and untracked files
+only, never against tracked ones.
 """
 
 from __future__ import annotations
 
 import os
 import stat as stat_mod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import BadPath, InvalidImages, UsageError
-from .index import RACY_NS, Entry
-from .ingest import Ingested, discard, git_blob_id, ingest_files, publish
+from .index import Entry, StatRow
 from .lazy import lazy_module
 from .pointer import format_pointer, looks_like_pointer, parse_pointer
 
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from dulwich.objects import ShaFile
 
     from . import trees
+    from .ingest import Ingested
     from .repo import Progress, Repo
 else:
     dobj = lazy_module("dulwich.objects")
@@ -33,48 +37,97 @@ else:
 
 
 def ignore_filter(repo: Repo) -> Any:
+    """The repository's ``.pixvcsignore`` as a dulwich ``IgnoreFilter``, or None
+    (without importing dulwich) when there is no such file."""
+    path = os.path.join(repo.root, IGNORE_FILE)
+    if not os.path.exists(path):
+        return None
     from dulwich.ignore import IgnoreFilter, read_ignore_patterns
 
-    path = os.path.join(repo.root, IGNORE_FILE)
     try:
         with open(path, "rb") as f:
             return IgnoreFilter(list(read_ignore_patterns(f)), path=path)
-    except FileNotFoundError:
+    except FileNotFoundError:  # removed since the check: nothing is ignored
         return None
 
 
-def walk(
-    repo: Repo, top_rel: str, tracked_dirs: set[str], ignore: Any, tracked: dict[str, Any]
-) -> Iterator[tuple[str, os.stat_result]]:
-    """Files under ``top_rel``: tracked ones always, untracked ones unless ignored."""
-    top = repo._abspath(top_rel) if top_rel else repo.root
-    stack = [(top, top_rel)]
+_XBIT = stat_mod.S_IXUSR
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+#: Names at the top of the work tree that are never part of it.
+_OWN = (GIT_DIR, ".git")
+
+
+def scan(root: str, top_rel: str, skip_dir: Callable[[str], bool] | None) -> list[StatRow]:
+    """Every regular file under ``top_rel`` (``""``: the whole work tree), as
+    :data:`StatRow` tuples, in no particular order. Symlinks and other special
+    files are left out; so are the repository's own directory at the top and
+    every directory for which ``skip_dir(rel)`` is true.
+
+    Each directory is opened once and listed with ``scandir`` on its file
+    descriptor, so a file's stat is an ``fstatat`` relative to it (no full-path
+    lookup) and the directory/file test comes from ``d_type`` (no syscall)."""
+    rows: list[StatRow] = []
+    append = rows.append
+    xbit = _XBIT
+    stack = [top_rel]
     while stack:
-        d, rel_d = stack.pop()
+        rel_d = stack.pop()
         try:
-            it = os.scandir(d)
+            fd = os.open(os.path.join(root, rel_d) if rel_d else root, _DIR_FLAGS)
         except (FileNotFoundError, NotADirectoryError):  # vanished during the walk
             continue
-        with it:
-            for e in it:
-                rel = f"{rel_d}/{e.name}" if rel_d else e.name
-                if not rel_d and e.name in (GIT_DIR, ".git"):
-                    continue
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except FileNotFoundError:  # vanished during the walk
-                    continue
-                if stat_mod.S_ISDIR(st.st_mode):
-                    if (
-                        ignore is not None
-                        and rel not in tracked_dirs
-                        and ignore.is_ignored(rel + "/")
-                    ):
-                        continue
-                    stack.append((e.path, rel))
-                elif stat_mod.S_ISREG(st.st_mode):
-                    if rel in tracked or ignore is None or not ignore.is_ignored(rel):
-                        yield rel, st
+        prefix = rel_d + "/" if rel_d else ""
+        try:
+            with os.scandir(fd) as it:
+                for e in it:
+                    if e.is_file(follow_symlinks=False):  # d_type: no syscall
+                        if not rel_d and e.name in _OWN:
+                            continue
+                        try:
+                            st = e.stat(follow_symlinks=False)
+                        except FileNotFoundError:  # vanished during the walk
+                            continue
+                        append(
+                            (
+                                prefix + e.name,
+                                st.st_size,
+                                st.st_mtime_ns,
+                                st.st_ino,
+                                st.st_mode & xbit,
+                            )
+                        )
+                    elif e.is_dir(follow_symlinks=False):
+                        rel = prefix + e.name
+                        if (rel_d or e.name not in _OWN) and (
+                            skip_dir is None or not skip_dir(rel)
+                        ):
+                            stack.append(rel)
+        finally:
+            os.close(fd)
+    return rows
+
+
+def stat_row(rel: str, st: os.stat_result) -> StatRow:
+    return (rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & _XBIT)
+
+
+def dir_skipper(ignore: Any, tracked: Iterable[str]) -> Callable[[str], bool] | None:
+    """``skip_dir`` for :func:`scan`: directories the ignore file names, unless a
+    tracked file is under them. ``tracked`` is read only when the first ignored
+    directory is met (most walks never need it)."""
+    if ignore is None:
+        return None
+    tracked_dirs: set[str] | None = None
+
+    def skip(rel: str) -> bool:
+        nonlocal tracked_dirs
+        if not ignore.is_ignored(rel + "/"):
+            return False
+        if tracked_dirs is None:
+            tracked_dirs = _dirs_of(tracked)
+        return rel not in tracked_dirs
+
+    return skip
 
 
 def add(
@@ -88,11 +141,14 @@ def add(
     jobs: int | None,
     progress: Progress,
 ) -> AddResult:
+    from .ingest import Ingested, discard, ingest_files, publish
+
     repo._sync_base()
     index = repo.index
-    tracked = index.stat_map()
+    cache = index.stat_rows()
+    tracked = {row[0] for row in cache}
     ignore = None if force else ignore_filter(repo)
-    tracked_dirs = _dirs_of(tracked) if ignore is not None else set()
+    skip_dir = dir_skipper(ignore, tracked)
     todo: list[tuple[str, str]] = []
     result = AddResult()
     seen_deleted: list[str] = []
@@ -100,14 +156,16 @@ def add(
         rel = repo.relpath(p)
         full = repo._abspath(rel) if rel else repo.root
         if os.path.isdir(full) and not os.path.islink(full):
-            files = list(walk(repo, rel, tracked_dirs, ignore, tracked))
+            files = scan(repo.root, rel, skip_dir)
+            if ignore is not None:
+                files = [f for f in files if f[0] in tracked or not ignore.is_ignored(f[0])]
             prefix = rel + "/" if rel else ""
-            seen = {f for f, _ in files}
+            seen = {f[0] for f in files}
             seen_deleted.extend(t for t in tracked if t.startswith(prefix) and t not in seen)
         elif os.path.isfile(full) and not os.path.islink(full):
             if ignore is not None and rel not in tracked and ignore.is_ignored(rel):
                 raise BadPath(p, f"ignored by {IGNORE_FILE} (use --force to add it anyway)")
-            files = [(rel, os.lstat(full))]
+            files = [stat_row(rel, os.lstat(full))]
         elif rel in tracked:
             seen_deleted.append(rel)  # "add" of a deleted tracked file stages the deletion
             continue
@@ -115,12 +173,11 @@ def add(
             raise BadPath(p, "not a regular file (symlinks and devices are not supported)")
         else:
             raise BadPath(p, "did not match any files")
-        for rel_f, st in files:
-            c = tracked.get(rel_f)
-            if c is not None and _stat_matches(c, st):
+        for row in files:
+            if row in cache:  # stat equal to the cache, not racy: content unchanged
                 result.unchanged += 1
                 continue
-            todo.append((rel_f, repo._abspath(rel_f)))
+            todo.append((row[0], repo._abspath(row[0])))
     todo = sorted(set(todo))
     done = ingest_files(
         repo.media.root,
@@ -213,6 +270,8 @@ def adopt_switched(
     undoes it. O(size of the interrupted change)."""
     import hashlib
 
+    from .ingest import git_blob_id
+
     rows: list[tuple[str, int, str, str | None, int, str, int, int]] = []
     for c in trees.diff(repo.store, head_tree, target_tree):
         if c.new is None:
@@ -274,47 +333,47 @@ def worktree_changes(
     """Work-tree files whose content differs from the index: path -> new content
     (``None`` = deleted). Files whose stat matches the cache are not read.
 
-    This is the hot path of ``status``: the index is read as plain tuples and
-    each file costs one ``lstat`` and a tuple comparison."""
+    This is the hot path of ``status``: the index's stat cache and the work
+    tree's stats are two sets of :data:`StatRow` tuples, and the rows in one
+    but not the other -- found in C -- are the only ones looked at in Python.
+    With ``untracked``, untracked files that ``.pixvcsignore`` does not name
+    are appended to it (unsorted); ``only`` restricts the check to those paths."""
     suspects: list[str] = []
     gone: list[str] = []
-    stats: dict[str, tuple[int, int, int, int, int]]
     if only is None:
-        stats = repo.index.stat_map()
+        cache = repo.index.stat_rows()
         ignore = ignore_filter(repo)
-        tracked_dirs = _dirs_of(stats) if ignore is not None else set()
-        seen: set[str] = set()
-        for rel, s in walk(repo, "", tracked_dirs, ignore, stats):
-            c = stats.get(rel)
-            if c is None:
-                if untracked is not None:
+        rows = scan(repo.root, "", dir_skipper(ignore, (c[0] for c in cache)))
+        clean = len(rows) == len(cache) and cache.issuperset(rows)  # the common case
+        if not clean:
+            stale = cache.difference(rows)  # tracked: stat changed, racy, or file gone
+            stale_paths = {c[0] for c in stale}
+            found: set[str] = set()
+            for row in set(rows).difference(cache):
+                rel = row[0]
+                if rel in stale_paths:
+                    suspects.append(rel)
+                    found.add(rel)
+                elif untracked is not None and (ignore is None or not ignore.is_ignored(rel)):
                     untracked.append(rel)
-                continue
-            seen.add(rel)
-            if not _stat_matches(c, s):
-                suspects.append(rel)
-        if len(seen) != len(stats):
-            gone = [p for p in stats if p not in seen]
+            gone = [p for p in stale_paths if p not in found]
     else:
         wanted = list(only)
-        stats = {
-            p: (e.size, e.mtime_ns, e.ino, e.stamp_ns, e.mode)
-            for p, e in repo.index.get_many(wanted).items()
-            if e.blob is not None
-        }
+        cache = repo.index.stat_rows(wanted)
+        tracked = {c[0] for c in cache}
         for rel in wanted:
-            c = stats.get(rel)
-            if c is None:
+            if rel not in tracked:
                 continue
             try:
                 s = os.lstat(repo._abspath(rel))
             except (FileNotFoundError, NotADirectoryError):
                 gone.append(rel)
                 continue
-            if not stat_mod.S_ISREG(s.st_mode) or not _stat_matches(c, s):
+            if not stat_mod.S_ISREG(s.st_mode) or stat_row(rel, s) not in cache:
                 suspects.append(rel)
     out: dict[str, Ingested | None] = dict.fromkeys(gone)
     if suspects:
+        suspects.sort()
         entries = repo.index.get_many(suspects)
         rehashed = _rehash([(p, repo._abspath(p)) for p in suspects], entries, progress)
         refresh = []
@@ -345,6 +404,8 @@ def _rehash(
     """Hash suspect files; return path -> (content or None if gone, equal to index)."""
     import hashlib
 
+    from .ingest import Ingested, git_blob_id
+
     out: dict[str, tuple[Ingested | None, bool]] = {}
     for n, (rel, full) in enumerate(suspects, 1):
         e = live[rel]
@@ -367,16 +428,3 @@ def _rehash(
         out[rel] = (item, item.blob == e.blob and mode == e.mode)
         progress("status", n, len(suspects))
     return out
-
-
-def _stat_matches(cached: tuple[int, int, int, int, int], st: os.stat_result) -> bool:
-    """Does a file's stat equal the index's stat cache ``(size, mtime_ns, ino,
-    stamp_ns, git mode)``, outside the racy window? Then its content is unchanged."""
-    size, mtime_ns, ino, stamp_ns, mode = cached
-    return (
-        st.st_size == size
-        and st.st_mtime_ns == mtime_ns
-        and st.st_ino == ino
-        and stamp_ns - mtime_ns >= RACY_NS
-        and bool(st.st_mode & stat_mod.S_IXUSR) == (mode == 0o100755)
-    )
