@@ -971,11 +971,22 @@ def pull(ctx: click.Context, remote_name: str | None, branch: str | None, as_jso
 @click.argument("url")
 @click.argument("directory", required=False)
 @click.option("--rev", default=None, help="Check out this branch, tag or commit.")
+@click.option(
+    "--lfs-url",
+    default=None,
+    metavar="URL",
+    help="The LFS server, when it is not URL.git/info/lfs (kept as remote.origin.lfsurl).",
+)
 @json_option
 @click.pass_context
 @handle_errors
 def clone(
-    ctx: click.Context, url: str, directory: str | None, rev: str | None, as_json: bool
+    ctx: click.Context,
+    url: str,
+    directory: str | None,
+    rev: str | None,
+    lfs_url: str | None,
+    as_json: bool,
 ) -> None:
     """Copy a repository: all history, and the images of the checked-out version
     only (other versions' images are fetched when needed).
@@ -995,6 +1006,7 @@ def clone(
         dest,
         rev=rev,
         token=os.environ.get("PIXVCS_TOKEN") or None,
+        lfs_url=lfs_url,
         progress=progress_for(as_json),
     )
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from contextlib import suppress
 
 from . import fsutil
 from .errors import CorruptObject
@@ -69,7 +70,7 @@ class MediaStore:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         except FileNotFoundError:
-            os.makedirs(dest_dir, exist_ok=True)
+            self._make_fanout(oid)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         try:
             view = memoryview(data)
@@ -78,6 +79,38 @@ class MediaStore:
         finally:
             os.close(fd)
         return tmp
+
+    def _make_fanout(self, oid: str) -> None:
+        """Create ``objects/aa/bb/`` (a fresh store makes thousands: one mkdir
+        each, not makedirs' walk up the path)."""
+        top = os.path.join(self.objects_dir, oid[0:2])
+        leaf = os.path.join(top, oid[2:4])
+        try:
+            os.mkdir(leaf)
+            return
+        except FileExistsError:  # made by another writer meanwhile: as good
+            return
+        except FileNotFoundError:  # objects/aa/ is missing too
+            pass
+        os.makedirs(top, exist_ok=True)
+        with suppress(FileExistsError):  # made by another writer meanwhile
+            os.mkdir(leaf)
+
+    def link_from(self, path: str, oid: str) -> None:
+        """Store the (verified, read-only) object file at ``path`` as ``oid`` by a
+        hard link: no bytes are copied. Durable after the next :meth:`sync`.
+        Raises OSError (EXDEV, EPERM, ...) when the filesystem cannot link it."""
+        dest = self.path(oid)
+        try:
+            os.link(path, dest)
+        except FileNotFoundError:
+            if not os.path.exists(path):
+                raise
+            self._make_fanout(oid)
+            with suppress(FileExistsError):  # stored meanwhile: the same bytes
+                os.link(path, dest)
+        except FileExistsError:  # stored already: the same bytes
+            pass
 
     def publish(self, tmp: str, oid: str) -> None:
         """Second half: rename a temp file (made durable by :meth:`sync`) into place."""

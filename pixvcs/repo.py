@@ -1090,13 +1090,15 @@ class Repo(AbstractContextManager["Repo"]):
         *,
         rev: str | None = None,
         token: str | None = None,
+        lfs_url: str | None = None,
         progress: Progress = _no_progress,
     ) -> Repo:
         """All history from ``url``; media of the checked-out version only.
-        ``token`` is for an HTTP remote whose URL has none (kept as ``Repo.token``)."""
+        ``token`` is for an HTTP remote whose URL has none (kept as ``Repo.token``);
+        ``lfs_url`` for an LFS server elsewhere than ``URL.git/info/lfs``."""
         from .transfer import clone
 
-        return clone(url, directory, rev=rev, token=token, progress=progress)
+        return clone(url, directory, rev=rev, token=token, lfs_url=lfs_url, progress=progress)
 
     def fetch_media(
         self, oids: Iterable[str], *, remote: str | None = None, progress: Progress = _no_progress

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from . import fsutil
+from . import fsutil, multi
 from .errors import CorruptObject, LockTimeout, PixvcsError, UsageError
 from .media import MediaStore
 from .pointer import is_oid
@@ -314,7 +314,7 @@ class PixvcsApp:
         scope: str | None,
         prefix: str,
         rest: str,
-    ) -> list[bytes]:
+    ) -> Iterable[bytes]:
         self._require(scope, "read")
         path = resolve(self.root, prefix)
         if path is None:
@@ -325,6 +325,14 @@ class PixvcsApp:
             if method != "POST":
                 raise HTTPError(405, "use POST")
             return self._batch(environ, start_response, scope, served)
+        if rest in ("objects/multi/upload", "objects/multi/download"):
+            if method != "POST":
+                raise HTTPError(405, "use POST")
+            if rest.endswith("upload"):
+                self._require(scope, "write")
+            if self.s3_for(path) is not None:
+                raise HTTPError(409, "this repository's media are in S3: use the basic transfer")
+            return self._multi(environ, start_response, served, rest.endswith("upload"))
         obj = _OBJECT.match(rest)
         if obj is None:
             raise HTTPError(404, "not an LFS endpoint of pixvcs")
@@ -359,9 +367,12 @@ class PixvcsApp:
             raise HTTPError(422, "operation must be 'download' or 'upload'")
         if operation == "upload":
             self._require(scope, "write")
-        transfers = request.get("transfers", ["basic"])
-        if not isinstance(transfers, list) or "basic" not in transfers:
-            raise HTTPError(422, "only the 'basic' transfer adapter is supported")
+        offered = request.get("transfers", ["basic"])
+        if not isinstance(offered, list):
+            raise HTTPError(422, "transfers must be a list of names")
+        transfers = {t for t in offered if isinstance(t, str)}
+        if not {"basic", multi.NAME} & transfers:
+            raise HTTPError(422, f"supported transfer adapters: 'basic', '{multi.NAME}'")
         if request.get("hash_algo", "sha256") != "sha256":
             raise HTTPError(409, "only sha256 objects are supported")
         objects = request.get("objects")
@@ -377,6 +388,11 @@ class PixvcsApp:
         answers: list[dict[str, Any] | tuple[str, int]] = [_batch_item(obj) for obj in objects]
         valid = [a for a in answers if isinstance(a, tuple)]
         s3 = self.s3_for(served.path)
+        transfer = "basic"
+        if s3 is None and multi.NAME in transfers:
+            transfer = multi.NAME  # one href for the whole batch (media on disk only)
+        elif "basic" not in transfers:
+            raise HTTPError(422, "media in S3 move by the 'basic' transfer only")
         if s3 is not None:
             from .s3media import batch_objects
 
@@ -388,10 +404,13 @@ class PixvcsApp:
             )
         else:
             media = served.media
-            found = iter(self._batch_object(o, s, operation, media, base, header) for o, s in valid)
+            shared = f"{base}multi/{operation}" if transfer == multi.NAME else None
+            found = iter(
+                self._batch_object(o, s, operation, media, base, header, shared) for o, s in valid
+            )
         out = [next(found) if isinstance(a, tuple) else a for a in answers]
         return _json(
-            start_response, 200, {"transfer": "basic", "objects": out, "hash_algo": "sha256"}
+            start_response, 200, {"transfer": transfer, "objects": out, "hash_algo": "sha256"}
         )
 
     def _batch_object(
@@ -402,7 +421,9 @@ class PixvcsApp:
         media: MediaStore,
         base: str,
         header: dict[str, str],
+        shared: str | None = None,
     ) -> dict[str, Any]:
+        """One object's answer; ``shared``: the pixvcs-multi href of the batch."""
         if operation == "download":
             if not media.has(oid):
                 return {
@@ -415,21 +436,43 @@ class PixvcsApp:
                 "oid": oid,
                 "size": media.size(oid),
                 "authenticated": True,
-                "actions": {"download": {"href": base + oid, "header": dict(header)}},
+                "actions": {"download": {"href": shared or base + oid, "header": dict(header)}},
             }
         if size > self.max_object_size:
             message = f"larger than this server accepts ({self.max_object_size} bytes)"
             return {"oid": oid, "size": size, "error": {"code": 422, "message": message}}
         if media.has(oid):
             return {"oid": oid, "size": size}  # nothing to do
-        upload = {"href": f"{base}{oid}?size={size}", "header": dict(header)}
-        verify = {"href": f"{base}{oid}/verify", "header": dict(header)}
-        return {
-            "oid": oid,
-            "size": size,
-            "authenticated": True,
-            "actions": {"upload": upload, "verify": verify},
-        }
+        # no verify action: the PUT hashes the bytes and makes them durable
+        # before it answers 200, so a verify call would only repeat a stat
+        upload = {"href": shared or f"{base}{oid}?size={size}", "header": dict(header)}
+        return {"oid": oid, "size": size, "authenticated": True, "actions": {"upload": upload}}
+
+    def _multi(
+        self, environ: WSGIEnvironment, start_response: StartResponse, served: Served, up: bool
+    ) -> Iterable[bytes]:
+        """The pixvcs-multi transfer's two requests (see :mod:`pixvcs.multi`)."""
+        try:
+            if up:
+                length = _content_length(environ)
+                if length is None:
+                    raise HTTPError(411, "an upload needs a Content-Length")
+                result = multi.serve_upload(
+                    environ["wsgi.input"],
+                    length,
+                    served.media,
+                    max_size=self.max_object_size,
+                    max_records=MAX_BATCH_OBJECTS,
+                )
+                return _json(start_response, 200, result)
+            oids = multi.parse_download_request(_read_json(environ), MAX_BATCH_OBJECTS)
+            length, body = multi.download_stream(served.media, oids)
+        except multi.StreamError as e:
+            raise HTTPError(e.status, e.message) from None
+        start_response(
+            _status(200), [("Content-Type", multi.CONTENT_TYPE), ("Content-Length", str(length))]
+        )
+        return body
 
     def _download(self, start_response: StartResponse, served: Served, oid: str) -> list[bytes]:
         try:
@@ -758,6 +801,9 @@ class _QuietHandler(WSGIRequestHandler):
 class ThreadedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: with a client's 8 parallel
+    # transfers the kernel drops SYNs, and each dropped one is retried after 1 s
+    request_queue_size = max(128, socket.SOMAXCONN)
 
 
 class ThreadedWSGIServer6(ThreadedWSGIServer):

@@ -11,7 +11,7 @@ other media arrive when a command needs them (:func:`fetch_media`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,15 @@ from dulwich.refs import Ref
 from . import trees
 from .errors import BadRevision, MissingMedia, PixvcsError, RefConflict, UsageError
 from .pointer import looks_like_pointer, parse_pointer
-from .remote import Endpoint, endpoint_token, open_endpoint, redact, remote_url, remotes
+from .remote import (
+    Endpoint,
+    endpoint_token,
+    lfs_url_for,
+    open_endpoint,
+    redact,
+    remote_url,
+    remotes,
+)
 
 if TYPE_CHECKING:
     from .repo import Progress, Repo
@@ -56,16 +64,29 @@ class FetchResult:
 
 
 def endpoint_for(repo: Repo, name: str) -> Endpoint:
-    return open_endpoint(remote_url(repo, name), repo.root, token=endpoint_token(repo))
+    return open_endpoint(
+        remote_url(repo, name),
+        repo.root,
+        token=endpoint_token(repo),
+        lfs_url=lfs_url_for(repo, name),
+        link=True,  # downloads into this repository's own store (format.md, "Remotes")
+    )
 
 
 def media_of_commits(repo: Repo, include: Iterable[str], exclude: Iterable[str]) -> list[str]:
     """Oids of every pointer that commits reachable from ``include`` but not from
     ``exclude`` introduce (each commit diffed against its parents: O(change))."""
+    return list(pointers_of_commits(repo, include, exclude))
+
+
+def pointers_of_commits(
+    repo: Repo, include: Iterable[str], exclude: Iterable[str]
+) -> dict[str, int]:
+    """:func:`media_of_commits` with each object's size (from its pointer)."""
     store = repo.store
     have = [ObjectID(e.encode()) for e in exclude if ObjectID(e.encode()) in store]
     walker = repo.git.get_walker(include=[ObjectID(i.encode()) for i in include], exclude=have)
-    oids: dict[str, None] = {}
+    oids: dict[str, int] = {}
     seen_blobs: set[str] = set()
     for entry in walker:
         commit = entry.commit
@@ -77,17 +98,28 @@ def media_of_commits(repo: Repo, include: Iterable[str], exclude: Iterable[str])
                 seen_blobs.add(change.new[1])
                 data = trees.blob_bytes(store, change.new[1])
                 if looks_like_pointer(data):
-                    oids[parse_pointer(data).oid] = None
-    return list(oids)
+                    pointer = parse_pointer(data)
+                    oids[pointer.oid] = pointer.size
+    return oids
 
 
 def media_of_tree(repo: Repo, tree_id: bytes | None) -> list[str]:
-    oids: dict[str, None] = {}
+    return list(pointers_of_tree(repo, tree_id))
+
+
+def pointers_of_tree(repo: Repo, tree_id: bytes | None) -> dict[str, int]:
+    """Oid -> size of every pointer in a tree."""
+    oids: dict[str, int] = {}
+    seen: set[str] = set()
     for _path, _mode, blob in trees.walk(repo.store, tree_id):
+        if blob in seen:
+            continue
+        seen.add(blob)
         data = trees.blob_bytes(repo.store, blob)
         if looks_like_pointer(data):
-            oids[parse_pointer(data).oid] = None
-    return list(oids)
+            pointer = parse_pointer(data)
+            oids[pointer.oid] = pointer.size
+    return oids
 
 
 def push(
@@ -136,9 +168,9 @@ def push(
     missing_here = [o for o in needed if not repo.media.has(o)]
     if missing_here:
         raise MissingMedia([("(pushed history)", o) for o in missing_here], repo.media.root)
-    to_send = endpoint.missing(needed)
-    endpoint.upload(to_send, repo.media, progress)
-    result.media_sent = len(to_send)
+    # the endpoint sends only what the remote lacks (an HTTP upload batch's
+    # answer says so itself: no separate "missing" round trip)
+    result.media_sent = endpoint.upload(needed, repo.media, progress)
 
     # 2. git objects, 3. refs by compare-and-swap against what we saw
     def update_refs(current: dict[Ref, ObjectID]) -> dict[Ref, ObjectID]:
@@ -309,16 +341,24 @@ def fetch(
             result.updated[local] = {"old": old, "new": sha.decode()}
         tips.append(sha.decode())
     if all_media and tips:
-        oids = media_of_commits(repo, [_peel(repo, t) for t in tips], [])
-        result.media_fetched = fetch_media(repo, oids, remote=remote, progress=progress)
+        sizes = pointers_of_commits(repo, [_peel(repo, t) for t in tips], [])
+        result.media_fetched = fetch_media(
+            repo, sizes, remote=remote, progress=progress, sizes=sizes
+        )
     return result
 
 
 def fetch_media(
-    repo: Repo, oids: Iterable[str], *, remote: str | None = None, progress: Progress
+    repo: Repo,
+    oids: Iterable[str],
+    *,
+    remote: str | None = None,
+    progress: Progress,
+    sizes: Mapping[str, int] | None = None,
 ) -> int:
     """Download the objects of ``oids`` missing here; returns how many came.
-    Raises MissingMedia naming what no remote has."""
+    ``sizes`` (oid -> size, from the pointers) go into the Batch API requests
+    (0 where not known). Raises MissingMedia naming what no remote has."""
     wanted = [o for o in dict.fromkeys(oids) if not repo.media.has(o)]
     if not wanted:
         return 0
@@ -329,9 +369,9 @@ def fetch_media(
             endpoint = endpoint_for(repo, name)
         except PixvcsError:
             continue
-        there = set(wanted) - set(endpoint.missing(wanted))
+        there = set(wanted) - set(endpoint.missing(wanted, sizes=sizes))
         batch = [o for o in wanted if o in there]
-        endpoint.download(batch, repo.media, progress)
+        endpoint.download(batch, repo.media, progress, sizes=sizes)
         got += len(batch)
         wanted = [o for o in wanted if o not in there]
         if not wanted:
@@ -359,19 +399,26 @@ def clone(
     *,
     rev: str | None = None,
     token: str | None = None,
+    lfs_url: str | None = None,
     progress: Progress,
 ) -> Repo:
     """A new repository at ``directory`` with all history and the media of the
-    version it checks out (the remote's default branch, or ``rev``)."""
+    version it checks out (the remote's default branch, or ``rev``).
+    ``lfs_url``: the LFS server when it is not ``URL.git/info/lfs`` (kept as
+    ``remote.origin.lfsurl``, where git-lfs looks too)."""
     from .repo import Repo
 
-    source = open_endpoint(url, os.getcwd(), token=token)
+    source = open_endpoint(url, os.getcwd(), token=token, lfs_url=lfs_url, link=True)
     if os.path.exists(directory) and os.listdir(directory):
         raise UsageError(f"destination {directory!r} exists and is not empty")
     repo = Repo.init(directory, with_gitattributes=False)
     repo.token = token
     try:
         repo.add_remote("origin", url if "://" in url else source.url)
+        if lfs_url is not None:
+            config = repo.git.get_config()
+            config.set((b"remote", b"origin"), b"lfsurl", lfs_url.encode())
+            config.write_to_path()
         fetch(repo, "origin", progress=progress)
         client, path = source.git_client()
         symrefs = client.get_refs(path).symrefs or {}
@@ -382,6 +429,12 @@ def clone(
             for name, sha in repo.git.refs.as_dict(Ref(b"refs/remotes/origin")).items()
         }
         branch = rev if rev is not None else default
+        target = tracking.get(branch) or (rev and _resolve_quietly(repo, rev))
+        if target:
+            # the media of the version first, with their sizes, in one go
+            tree = repo._commit(_peel(repo, target)).tree
+            sizes = pointers_of_tree(repo, tree)
+            fetch_media(repo, sizes, remote="origin", progress=progress, sizes=sizes)
         if branch in tracking:
             # materialise first (HEAD is unborn, so everything is written), then
             # make the branch and point HEAD at it: same commit, nothing to redo
@@ -396,6 +449,13 @@ def clone(
     except BaseException:
         repo.close()
         raise
+
+
+def _resolve_quietly(repo: Repo, rev: str) -> str | None:
+    try:
+        return repo.resolve(rev)
+    except PixvcsError:  # not resolvable here: the checkout below says why
+        return None
 
 
 def _set_upstream(repo: Repo, branch: str, remote: str) -> None:

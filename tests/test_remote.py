@@ -52,7 +52,10 @@ def test_push_clone_fetch_pull_round_trip(tmp_path: Path, remote: str) -> None:
     assert snapshot(b.root) == snapshot(a.root)
     assert b.status().clean and b.fsck().ok
     # the clone holds the media of the checked-out version only...
-    assert sorted(b.media) == sorted(hashlib.sha256(c).hexdigest() for c in [*data.values(), Path(a.root, "dog", "0.jpg").read_bytes()])
+    assert sorted(b.media) == sorted(
+        hashlib.sha256(c).hexdigest()
+        for c in [*data.values(), Path(a.root, "dog", "0.jpg").read_bytes()]
+    )
     # ...and fetches other versions' media when a checkout needs them
     os.unlink(b.media.path(hashlib.sha256(data["cat/0000.jpg"]).hexdigest()))
     b.checkout("v1", force=True)
@@ -178,12 +181,15 @@ def test_cli_remote_push_clone(tmp_path: Path) -> None:
     run("-C", str(ds), "commit", "-m", "v1", "--author", AUTHOR)
     run("-C", str(ds), "remote", "add", "origin", str(tmp_path / "r.git"))
     assert json.loads(run("-C", str(ds), "remote", "list", "--json")) == [
-        {"name": "origin", "url": str(tmp_path / "r.git")}]
+        {"name": "origin", "url": str(tmp_path / "r.git")}
+    ]
     pushed = json.loads(run("-C", str(ds), "push", "--json"))
     assert pushed["media_sent"] == 2
     cloned = json.loads(run("-C", str(tmp_path), "clone", "r.git", "copy", "--json"))
     assert cloned["branch"] == "main" and cloned["media"] == 2
-    assert (tmp_path / "copy" / "cat" / "0001.jpg").read_bytes() == (ds / "cat" / "0001.jpg").read_bytes()
+    assert (tmp_path / "copy" / "cat" / "0001.jpg").read_bytes() == (
+        ds / "cat" / "0001.jpg"
+    ).read_bytes()
     assert "up to date" in run("-C", str(ds), "push")
     assert "fetch first" not in run("-C", str(tmp_path / "copy"), "pull")
 
@@ -237,9 +243,9 @@ def test_an_interrupted_clone_fetches_only_what_is_missing_when_run_again(
 
     real_download = remote_mod.DirectoryEndpoint.download
 
-    def counting(self: remote_mod.DirectoryEndpoint, oids, dest, progress):  # type: ignore[no-untyped-def]
+    def counting(self: remote_mod.DirectoryEndpoint, oids, dest, progress, **kw):  # type: ignore[no-untyped-def]
         asked.append(len(oids))
-        return real_download(self, oids, dest, progress)
+        return real_download(self, oids, dest, progress, **kw)
 
     monkeypatch.setattr(remote_mod.DirectoryEndpoint, "download", counting)
     b.checkout("origin/main")
@@ -247,3 +253,33 @@ def test_an_interrupted_clone_fetches_only_what_is_missing_when_run_again(
     assert b.fsck().ok
     a.close()
     b.close()
+
+
+def test_clone_links_verified_objects_and_push_copies(tmp_path: Path, remote: str) -> None:
+    a = _new(tmp_path, "a", remote)
+    data = make_dataset(a.root, {"cat": 3, "dog": 2})
+    _commit_all(a, "v1")
+    assert a.push().media_sent == 5
+    oids = sorted(hashlib.sha256(c).hexdigest() for c in data.values())
+    with Repo.open(remote) as r:
+        for oid in oids:  # a push copies: the shared store never shares an inode with a work store
+            assert os.stat(r.media.path(oid)).st_ino != os.stat(a.media.path(oid)).st_ino
+            assert os.stat(r.media.path(oid)).st_nlink == 1
+        remote_media = r.media
+    b = Repo.clone(remote, str(tmp_path / "b"))
+    for oid in oids:  # a clone on the same filesystem links, as git clone --local does
+        assert os.path.samefile(b.media.path(oid), remote_media.path(oid))
+        assert not os.stat(b.media.path(oid)).st_mode & 0o222, "read-only"
+    assert snapshot(b.root) == snapshot(a.root) and b.fsck().ok
+    b.close()
+
+    # an object that went bad in the remote is refused, not linked
+    victim = remote_media.path(oids[0])
+    os.chmod(victim, 0o644)
+    with open(victim, "r+b") as f:
+        f.write(b"rot")
+    with pytest.raises(CorruptObject):
+        Repo.clone(remote, str(tmp_path / "c"))
+    with Repo.open(str(tmp_path / "c")) as c:
+        assert not c.media.has(oids[0])
+    a.close()

@@ -25,7 +25,9 @@ def _stock_lfs_repo(tools: Tools, path: Path) -> dict[str, bytes]:
     return images
 
 
-def test_stock_git_lfs_push_into_a_bare_repo_then_pixvcs_clones_it(tools: Tools, tmp_path: Path) -> None:
+def test_stock_git_lfs_push_into_a_bare_repo_then_pixvcs_clones_it(
+    tools: Tools, tmp_path: Path
+) -> None:
     tools.git("lfs", "install", "--skip-repo")
     bare = tmp_path / "shared.git"
     tools.pixvcs(tmp_path, "init", "--bare", str(bare))
