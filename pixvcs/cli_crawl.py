@@ -196,6 +196,15 @@ def _print_summary(state: Any) -> None:
     "pixvcs.broker, else in-process).",
 )
 @click.option(
+    "--queue",
+    "shared_queue",
+    default=None,
+    metavar="NAME",
+    help="With a broker: send the chunks to this shared queue, served by workers "
+    "on other machines (default: config pixvcs.crawlqueue, else this repository's "
+    "own workers).",
+)
+@click.option(
     "--resume",
     "resume_job",
     default=None,
@@ -229,6 +238,7 @@ def crawl(
     ignore_robots: bool,
     contact: str | None,
     broker: str | None,
+    shared_queue: str | None,
     resume_job: str | None,
     as_json: bool,
 ) -> None:
@@ -259,14 +269,22 @@ def crawl(
 
     author = identity_from_env()
     progress = progress_for(as_json)
-    from .tasks import broker_url
+    from .tasks import broker_url, shared_queue_of
 
     with open_repo(ctx) as repo:
         broker = broker_url(repo, broker)
+        shared_queue = shared_queue_of(repo, shared_queue) if broker else None
         if resume_job:
             if urls_file or pages or config_file:
                 raise click.UsageError("--resume continues a job as it was: give no sources")
-            state = resume_crawl(repo, resume_job, author=author, progress=progress, broker=broker)
+            state = resume_crawl(
+                repo,
+                resume_job,
+                author=author,
+                progress=progress,
+                broker=broker,
+                shared_queue=shared_queue,
+            )
         else:
             options = CrawlOptions(
                 contact=contact,
@@ -294,7 +312,13 @@ def crawl(
                 max_images=max_images,
             )
             state = start_crawl(
-                repo, request, options, author=author, progress=progress, broker=broker
+                repo,
+                request,
+                options,
+                author=author,
+                progress=progress,
+                broker=broker,
+                shared_queue=shared_queue,
             )
     if as_json:
         emit_json(_result_json(state))
@@ -361,6 +385,21 @@ def crawl_status(ctx: click.Context, job: str | None, as_json: bool) -> None:
     help="Seconds before a chunk a dead worker left unfinished goes to another worker.",
 )
 @click.option(
+    "--queue",
+    "shared_queue",
+    default=None,
+    metavar="NAME",
+    help="Also fetch chunks from this shared queue (a worker on another machine, "
+    "in a clone of the shared remote; default: config pixvcs.crawlqueue).",
+)
+@click.option(
+    "--push-to",
+    default="origin",
+    show_default=True,
+    metavar="REMOTE",
+    help="With --queue: the remote that receives the images this worker fetches.",
+)
+@click.option(
     "--loglevel",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -373,23 +412,27 @@ def worker(
     broker: str | None,
     concurrency: int | None,
     visibility_timeout: float,
+    shared_queue: str | None,
+    push_to: str,
     loglevel: str,
 ) -> None:
     """Run a Celery worker that crawls for this repository: it fetches, validates
     and stores the chunks `pixvcs crawl --broker` sends, and stages the commit.
 
-    Workers of one repository share its media store, so run them where the
-    repository is (this machine, or a shared disk at the same path); see
-    docs/crawling.md for workers on other machines. Stop it with Ctrl-C (it
-    finishes the chunks it holds; a killed worker's chunks go to another worker
-    after --visibility-timeout).
+    A worker serves its own repository's queue. With --queue NAME it also
+    fetches chunks from a shared queue for jobs of other repositories (a worker
+    on another machine, in a clone of the shared remote): it pushes the images
+    it stores to --push-to, and the committing repository fetches them from
+    there. Stop it with Ctrl-C (it finishes the chunks it holds; a killed
+    worker's chunks go to another worker after --visibility-timeout).
 
     \b
-    Example:
+    Examples:
       pixvcs -C dataset worker --broker redis://127.0.0.1:6379/0 --concurrency 2
+      pixvcs -C clone worker --broker redis://broker:6379/0 --queue flowers
     """
     from .errors import UsageError
-    from .tasks import broker_url, run_worker
+    from .tasks import broker_url, run_worker, shared_queue_of
 
     with open_repo(ctx) as repo:
         url = broker_url(repo, broker)
@@ -397,6 +440,7 @@ def worker(
             raise UsageError(
                 "no broker: give --broker URL, PIXVCS_BROKER_URL or config pixvcs.broker"
             )
+        shared = shared_queue_of(repo, shared_queue)
         root = repo.root
     from .repo import Repo
 
@@ -406,4 +450,6 @@ def worker(
         concurrency=concurrency,
         loglevel=loglevel.upper(),
         visibility_timeout=visibility_timeout,
+        shared_queue=shared,
+        push_to=push_to,
     )

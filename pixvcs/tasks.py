@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -133,9 +134,24 @@ def run_worker(
     concurrency: int | None = None,
     loglevel: str = "INFO",
     visibility_timeout: float = VISIBILITY_TIMEOUT,
+    shared_queue: str | None = None,
+    push_to: str = "origin",
 ) -> None:
-    """Serve the repository's crawl queue until stopped (``pixvcs worker``)."""
+    """Serve the repository's crawl queue until stopped (``pixvcs worker``). With
+    ``shared_queue``, also fetch chunks of other repositories' jobs from it (a
+    worker on another machine): their images go to remote ``push_to``, from which
+    the committing repository fetches them."""
     queue = queue_for(repo)
+    queues = [queue]
+    if shared_queue:
+        check_shared_queue(shared_queue)
+        if push_to not in repo.remotes():
+            raise UsageError(
+                f"a worker of a shared queue pushes the images it fetches: this repository "
+                f"has no remote {push_to!r} (clone the shared remote, or give --push-to)"
+            )
+        queues.append(shared_queue)
+        _WORKER["push_to"] = push_to
     _WORKER["root"] = repo.root
     _WORKER["queue"] = queue
     _WORKER["broker"] = broker
@@ -143,7 +159,7 @@ def run_worker(
     argv = [
         "worker",
         "--queues",
-        queue,
+        ",".join(queues),
         "--loglevel",
         loglevel,
         "--hostname",
@@ -156,17 +172,41 @@ def run_worker(
     app.worker_main(argv=argv)
 
 
-def _worker_repo(queue: str) -> Repo:
+def _worker_repo(queue: str, *, shared: bool = False) -> Repo:
+    """The worker's repository, for a task of the repository whose queue is
+    ``queue``: the same one, or (``shared``: a chunk from a shared queue) any."""
     from .repo import Repo
 
     root = _WORKER.get("root")
     if root is None:
         raise CrawlWorkerError("this process is not a pixvcs worker (no repository)")
-    if queue != _WORKER.get("queue"):
+    if queue != _WORKER.get("queue") and not (shared and "push_to" in _WORKER):
         raise CrawlWorkerError(
             f"task for queue {queue!r} reached the worker of {root} ({_WORKER.get('queue')})"
         )
     return Repo.open(root)
+
+
+_SHARED_QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_shared_queue(name: str) -> str:
+    if not _SHARED_QUEUE.match(name) or name.startswith("pixvcs.crawl."):
+        raise UsageError(
+            f"bad crawl queue name {name!r}: letters, digits, '.', '_', '-' (not pixvcs.crawl.*)"
+        )
+    return name
+
+
+def shared_queue_of(repo: Repo, given: str | None) -> str | None:
+    """The shared fetch queue: ``given`` (``--queue``), else config ``pixvcs.crawlqueue``."""
+    if given:
+        return check_shared_queue(given)
+    try:
+        value = repo.git.get_config().get((b"pixvcs",), b"crawlqueue").decode().strip()
+    except KeyError:
+        return None
+    return check_shared_queue(value) if value else None
 
 
 #: The worker process's Fetcher for its current job: robots.txt answers and kept-alive
@@ -217,7 +257,8 @@ def _chunk_task(
     from .crawl.pipeline import _is_done
     from .crawl.sources import Item
 
-    repo = _worker_repo(queue)
+    repo = _worker_repo(queue, shared=True)
+    away = queue != _WORKER.get("queue")  # a chunk of another repository's job
     try:
         opts = CrawlOptions.from_json(options)
         its = [Item.from_json(i) for i in items]
@@ -251,9 +292,26 @@ def _chunk_task(
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
             repo.media.sync()  # one syncfs per chunk, before the task is acknowledged
+        if away:
+            _push_media(repo, [out[it.url] for it in its])
         return [out[it.url].to_json() for it in its]
     finally:
         repo.close()
+
+
+def _push_media(repo: Repo, outcomes: list[Any]) -> None:
+    """Send the chunk's stored images to the shared remote (what it lacks), so that
+    the committing repository can fetch them: media travel as ``pixvcs push``
+    moves them, verified on arrival."""
+    from .transfer import endpoint_for
+
+    sizes = {o.oid: o.size for o in outcomes if o.status == "stored" and o.oid and o.size}
+    if not sizes:
+        return
+    endpoint = endpoint_for(repo, _WORKER["push_to"])
+    lacking = endpoint.missing(list(sizes), sizes=sizes)
+    if lacking:
+        endpoint.upload(lacking, repo.media, lambda stage, done, total: None)
 
 
 def _commit_task(
@@ -284,6 +342,7 @@ def _commit_task(
                         state.outcomes[o.url] = o
                 for url, o in store.read_journal(job).items():
                     state.outcomes.setdefault(url, o)
+                _fetch_media(repo, state)
                 base = _base_facts(repo, state.base_commit)
                 todo = wave(repo, state, base, retry_failed=False)
                 if todo:
@@ -301,6 +360,22 @@ def _commit_task(
             raise task.retry(countdown=1.0) from None
     finally:
         repo.close()
+
+
+def _fetch_media(repo: Repo, state: JobState) -> None:
+    """Images that workers on other machines stored reach this repository through its
+    remotes (they pushed them there first)."""
+    from .crawl.chunk import STORED
+
+    sizes = {
+        o.oid: o.size
+        for o in state.outcomes.values()
+        if o.status == STORED and o.oid and o.size and not repo.media.has(o.oid)
+    }
+    if sizes:
+        from .transfer import fetch_media
+
+        fetch_media(repo, list(sizes), progress=lambda stage, done, total: None, sizes=sizes)
 
 
 # -- the coordinator side ------------------------------------------------------------
@@ -334,7 +409,7 @@ def _dispatch(
                 options,
                 [it.to_json() for it in todo[i : i + size]],
             ),
-            queue=queue,
+            queue=state.tasks.get("fetch_queue") or queue,
             app=app,
         )
         for n, i in enumerate(range(0, len(todo), size))
@@ -346,7 +421,10 @@ def _dispatch(
 
 
 def _workers_serving(app: Celery, queue: str) -> list[str]:
-    replies = app.control.inspect(timeout=1.0).active_queues() or {}
+    return _serving(app.control.inspect(timeout=1.0).active_queues() or {}, queue)
+
+
+def _serving(replies: dict[str, Any], queue: str) -> list[str]:
     return sorted(w for w, queues in replies.items() if any(q.get("name") == queue for q in queues))
 
 
@@ -359,20 +437,34 @@ def run_distributed(
     transport: httpx.BaseTransport | None,
     sleep: Callable[[float], None],
     progress: Progress,
+    shared_queue: str | None = None,
 ) -> JobState:
-    """Discover in this process, send the chunks to the workers, wait for the commit."""
+    """Discover in this process, send the chunks to the workers, wait for the commit.
+    With ``shared_queue``, the chunks go there (workers on other machines serve it)
+    and only the commit to this repository's own queue."""
     from .crawl.fetch import Fetcher
     from .crawl.pipeline import _base_facts, _version, discover_items, wave
 
     app = make_app(broker)
     queue = queue_for(repo)
     try:
-        serving = _workers_serving(app, queue)
-        if not serving:
+        replies = app.control.inspect(timeout=1.0).active_queues() or {}
+        home = _serving(replies, queue)
+        if not home:
             raise CrawlWorkerError(
                 f"no pixvcs worker serves this repository on {_redact(broker)}: start one "
                 f"with `pixvcs -C {repo.root} worker --broker {_redact(broker)}`"
+                + (" (it stages the commit)" if shared_queue else "")
             )
+        serving = home
+        if shared_queue:
+            serving = _serving(replies, shared_queue)
+            if not serving:
+                raise CrawlWorkerError(
+                    f"no pixvcs worker serves the crawl queue {shared_queue!r} on "
+                    f"{_redact(broker)}: start one in a clone of the shared remote with "
+                    f"`pixvcs worker --broker {_redact(broker)} --queue {shared_queue}`"
+                )
         with store.running(state.job):
             state.error = None
             if state.items is None:
@@ -388,6 +480,10 @@ def run_distributed(
             for it in todo:  # failed before: fetched again
                 state.outcomes.pop(it.url, None)
             state.tasks.update(broker=_redact(broker), queue=queue, waves=1)
+            if shared_queue:
+                state.tasks["fetch_queue"] = shared_queue
+            else:
+                state.tasks.pop("fetch_queue", None)
             if todo:
                 state.tasks["callback"] = _dispatch(
                     app, queue, state, todo, author, workers=len(serving)

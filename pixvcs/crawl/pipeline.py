@@ -149,11 +149,13 @@ def start(
     progress: Progress = _no_progress,
     job_id: str | None = None,
     broker: str | None = None,
+    shared_queue: str | None = None,
 ) -> JobState:
     """Start a crawl job and run it to the end; returns its final state. Raises
     :class:`CrawlInputError` (nothing fetched) for malformed input. With ``broker``
     (a Celery broker URL), the chunks go to ``pixvcs worker`` processes and the
-    chord's callback commits (:mod:`pixvcs.tasks`)."""
+    chord's callback commits (:mod:`pixvcs.tasks`); ``shared_queue`` sends the
+    chunks to workers on other machines (docs/crawling.md)."""
     options = options or CrawlOptions()
     if options.contact is None:
         options = options.replace(contact=contact_from_config(repo))
@@ -182,7 +184,9 @@ def start(
     if broker is not None:
         from ..tasks import run_distributed
 
-        return run_distributed(repo, store, state, broker, author, transport, sleep, progress)
+        return run_distributed(
+            repo, store, state, broker, author, transport, sleep, progress, shared_queue
+        )
     return _run(repo, store, state, author, transport, sleep, progress)
 
 
@@ -195,6 +199,7 @@ def resume(
     sleep: Callable[[float], None] = time.sleep,
     progress: Progress = _no_progress,
     broker: str | None = None,
+    shared_queue: str | None = None,
 ) -> JobState:
     """Continue an interrupted job: URLs whose images are already stored (or were
     found invalid) are not fetched again. A finished job is returned as it is."""
@@ -207,7 +212,9 @@ def resume(
     if broker is not None:
         from ..tasks import run_distributed
 
-        return run_distributed(repo, store, state, broker, author, transport, sleep, progress)
+        return run_distributed(
+            repo, store, state, broker, author, transport, sleep, progress, shared_queue
+        )
     return _run(repo, store, state, author, transport, sleep, progress)
 
 

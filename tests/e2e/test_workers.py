@@ -242,3 +242,58 @@ def test_pixcrawler_flow_with_workers(
     tools.pixvcs(ds, "checkout", "v1")
     assert worktree_hashes(ds) == v1
     assert not (ds / "dog").exists()
+
+
+@pytest.mark.e2e
+def test_workers_on_other_machines_reach_the_media_through_the_shared_remote(
+    tools: Tools, workers_for: object, redis_url: str, tmp_path: Path
+) -> None:
+    """The coordinator's repository A shares remote R (a bare repository); a worker
+    on "another machine" works in its own clone B of R and serves the shared queue.
+    It fetches every chunk, pushes the images to R; A's own worker fetches them
+    from R and commits there."""
+    base = pattern_image(11)
+    a = _init(tools, tmp_path / "a", base)
+    shared = tmp_path / "shared.git"
+    tools.pixvcs(tmp_path, "init", "--bare", str(shared))
+    tools.pixvcs(a, "remote", "add", "origin", str(shared))
+    tools.pixvcs(a, "push", "origin", "main")
+    b = tmp_path / "b"
+    tools.pixvcs(tmp_path, "clone", str(shared), str(b))
+    home = workers_for(a)  # type: ignore[operator]
+    home.start(1)  # serves A's own queue only: it stages the commit
+    away = workers_for(b)  # type: ignore[operator]
+    away.start(1, "--queue", "pets-fetch")
+    site, paths = _site(12)
+    with site.serve() as origin:
+        urls = tmp_path / "urls.txt"
+        urls.write_text("".join(f"{origin}{p}\n" for p in paths))
+        out = tools.pixvcs(
+            a, "crawl", "--broker", redis_url, "--queue", "pets-fetch", "--urls", str(urls),
+            "--label", "web", "--rate", "0", "--retries", "0", "--json", timeout=180,
+        )  # fmt: skip
+    result = json.loads(out.stdout)
+    assert result["added"] == 12, result
+    # every chunk ran in B: its journals are there, none in A
+    assert list((b / ".pixvcs" / "pixvcs" / "crawl").glob(f"{result['job']}.chunks/*.jsonl"))
+    assert not list((a / ".pixvcs" / "pixvcs" / "crawl").glob(f"{result['job']}.chunks/*"))
+    # the images came to A through R, verified; A's branch is byte-exact
+    repo = Repo.open(str(a))
+    try:
+        added = [e for e in repo.ls(result["branch"]) if e.path.startswith("web/")]
+        assert len(added) == 12
+        for e in added:
+            assert e.oid is not None and repo.media.read(e.oid)  # read() verifies the hash
+    finally:
+        repo.close()
+    shared_objects = {p.name for p in (shared / "lfs" / "objects").rglob("*") if p.is_file()}
+    assert {e.oid for e in added} <= shared_objects
+    # a worker of a shared queue needs a remote to push to
+    lonely = _init(tools, tmp_path / "lonely")
+    proc = tools.pixvcs(
+        lonely, "worker", "--broker", redis_url, "--queue", "pets-fetch", check=False
+    )
+    assert proc.returncode == 2 and "has no remote 'origin'" in proc.stderr
+    bad = tools.pixvcs(a, "crawl", "--broker", redis_url, "--queue", "no spaces", "--urls",
+                       str(urls), check=False)  # fmt: skip
+    assert bad.returncode == 2 and "bad crawl queue name" in bad.stderr
