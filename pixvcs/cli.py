@@ -47,6 +47,23 @@ def progress_for(as_json: bool) -> Progress:
     return Progress(enabled=not as_json and sys.stderr.isatty() and os.environ.get("CI", "") == "")
 
 
+def sparse_options(f: F) -> F:
+    """--include / --where: a sparse work tree (pixvcs.sparse), as pixvcs.open selects."""
+    f = click.option(
+        "--where",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Only images passing this filter: label=NAME (repeatable: any), "
+        "min_width/min_height/max_width/max_height=N, added_since=REV.",
+    )(f)
+    return click.option(
+        "--include",
+        multiple=True,
+        metavar="GLOB",
+        help="Only images whose path matches (repeatable: any); other files always come.",
+    )(f)
+
+
 def json_option(f: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout."
@@ -530,6 +547,10 @@ def diff(
     help="Hardlink files to the read-only media objects instead of copying "
     "(fastest; replace files rather than editing them in place, see docs/format.md).",
 )
+@sparse_options
+@click.option(
+    "--all", "whole", is_flag=True, help="Check out every image again (end a sparse work tree)."
+)
 @json_option
 @click.pass_context
 @handle_errors
@@ -540,6 +561,9 @@ def checkout(
     force: bool,
     new_branch: str | None,
     link: bool,
+    include: tuple[str, ...],
+    where: tuple[str, ...],
+    whole: bool,
     as_json: bool,
 ) -> None:
     """Make the work tree exactly REV (a branch, tag or commit).
@@ -547,11 +571,24 @@ def checkout(
     Only paths whose content differs are touched; uncommitted changes are
     never overwritten unless --force. After `--`, restore only those paths.
 
+    With --include/--where the work tree holds only those images from now
+    on (a sparse work tree: the others stay in history and in commits, but
+    not on disk, and their media are not fetched); --all brings back all.
+
     \b
     Example:
       pixvcs checkout v1
       pixvcs checkout main -- cats/
+      pixvcs checkout main --where label=cat --where min_width=224
+      pixvcs checkout main --all
     """
+    if whole and (include or where):
+        raise click.UsageError("--all cannot be combined with --include or --where")
+    selection: dict[str, Any] = {}
+    if include or where or whole:
+        from .dataset import parse_where
+
+        selection = {"include": list(include), "where": parse_where(where)}
     with open_repo(ctx) as repo:
         if new_branch:
             repo.create_branch(new_branch, rev)
@@ -562,6 +599,7 @@ def checkout(
             link=link,
             paths=[user_path(ctx, p) for p in paths] if paths else None,
             progress=progress_for(as_json),
+            **selection,
         )
     if as_json:
         emit_json(
@@ -573,8 +611,8 @@ def checkout(
             }
         )
         return
-    where = f"branch {result.branch}" if result.branch else result.target[:12]
-    click.echo(f"checked out {where}: {result.written} written, {result.removed} removed")
+    at = f"branch {result.branch}" if result.branch else result.target[:12]
+    click.echo(f"checked out {at}: {result.written} written, {result.removed} removed")
 
 
 @main.command()
@@ -977,6 +1015,7 @@ def pull(ctx: click.Context, remote_name: str | None, branch: str | None, as_jso
     metavar="URL",
     help="The LFS server, when it is not URL.git/info/lfs (kept as remote.origin.lfsurl).",
 )
+@sparse_options
 @json_option
 @click.pass_context
 @handle_errors
@@ -986,15 +1025,22 @@ def clone(
     directory: str | None,
     rev: str | None,
     lfs_url: str | None,
+    include: tuple[str, ...],
+    where: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Copy a repository: all history, and the images of the checked-out version
     only (other versions' images are fetched when needed).
 
+    --include/--where narrow it to those images: a sparse work tree (see
+    `pixvcs checkout --all` to widen it later).
+
     \b
     Example:
       pixvcs clone /shared/datasets/animals.git animals
+      pixvcs clone https://host/animals --include 'cat/*' --where min_width=224
     """
+    from .dataset import parse_where
     from .repo import Repo
 
     if "://" not in url:
@@ -1007,6 +1053,8 @@ def clone(
         rev=rev,
         token=os.environ.get("PIXVCS_TOKEN") or None,
         lfs_url=lfs_url,
+        include=list(include),
+        where=parse_where(where),
         progress=progress_for(as_json),
     )
     try:

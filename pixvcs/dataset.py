@@ -214,6 +214,10 @@ class LocalSource:
         return self._git().resolve(rev)
 
     def list_entries(self, rev: str) -> list[SourceEntry]:
+        return self.list_tree(self._git().tree_of(rev))
+
+    def list_tree(self, tree: bytes | None) -> list[SourceEntry]:
+        """Every file of a tree (as :meth:`list_entries` lists a version's)."""
         repo = self._git()
         store = repo.store
         get_raw = _raw_reader(store)
@@ -221,7 +225,7 @@ class LocalSource:
         if not known:
             known.update(self._indexed_pointers())
         out = []
-        for path, _mode, blob in trees.walk(store, repo.tree_of(rev)):
+        for path, _mode, blob in trees.walk(store, tree):
             pointer = known.get(blob)
             if pointer is not None:
                 out.append(SourceEntry(path, "media", blob, pointer.oid, pointer.size))
@@ -715,7 +719,15 @@ def open(
 def select(source: Source, rev: str, *, include: Sequence[str], filters: _Filters) -> Dataset:
     """List ``rev`` once through ``source`` and keep the images that pass."""
     commit = source.resolve(rev)
-    entries = source.list_entries(commit)
+    records = select_entries(source, source.list_entries(commit), include, filters)
+    return Dataset(source, commit, records)
+
+
+def select_entries(
+    source: Source, entries: list[SourceEntry], include: Sequence[str], filters: _Filters
+) -> list[Record]:
+    """The records of the images among ``entries`` (a version's files) that pass
+    ``include`` and ``filters``, sorted by path (also how sparse work trees choose)."""
     media = [e for e in entries if e.kind == "media" and e.oid is not None]
     facts = source.image_facts([e.oid for e in media if e.oid is not None])
 
@@ -749,7 +761,7 @@ def select(source: Source, rev: str, *, include: Sequence[str], filters: _Filter
         width, height = dims.get(oid, (None, None))
         records.append(Record(e.path, label_of(e.path), oid, e.size, width, height, source))
     records.sort(key=lambda r: r.path)
-    return Dataset(source, commit, records)
+    return records
 
 
 def _folder_label(path: str) -> str | None:

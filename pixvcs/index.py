@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE INDEX IF NOT EXISTS entries_dirty ON entries(dirty) WHERE dirty = 1;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS treestats (tree TEXT PRIMARY KEY, images INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS skipped (path TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 #: A file modified less than this long before its stat was recorded may have
@@ -90,6 +91,8 @@ _STAT_ROWS = (
     " CASE WHEN mode = ? THEN ? ELSE 0 END FROM entries"
 )
 _STAT_ARGS = (RACY_NS, 0o100755, stat.S_IXUSR)
+#: Entries with content that are in the work tree (not left out by a sparse checkout).
+_LIVE = " WHERE blob IS NOT NULL AND path NOT IN (SELECT path FROM skipped)"
 
 
 class Index:
@@ -123,7 +126,7 @@ class Index:
         Python code runs per row. A racy row gets ``ino = -1``, which no file
         has, so it never equals a work-tree row and is always re-hashed."""
         if paths is None:
-            return set(self.db.execute(_STAT_ROWS + " WHERE blob IS NOT NULL", _STAT_ARGS))
+            return set(self.db.execute(_STAT_ROWS + _LIVE, _STAT_ARGS))
         wanted = list(paths)
         out: set[StatRow] = set()
         for start in range(0, len(wanted), 500):
@@ -131,11 +134,15 @@ class Index:
             marks = ",".join("?" * len(chunk))
             out.update(
                 self.db.execute(
-                    f"{_STAT_ROWS} WHERE blob IS NOT NULL AND path IN ({marks})",
+                    f"{_STAT_ROWS}{_LIVE} AND path IN ({marks})",
                     (*_STAT_ARGS, *chunk),
                 )
             )
         return out
+
+    def skipped(self) -> set[str]:
+        """Tracked paths a sparse checkout leaves out of the work tree."""
+        return {str(r[0]) for r in self.db.execute("SELECT path FROM skipped")}
 
     def get_many(self, paths: list[str]) -> dict[str, Entry]:
         out: dict[str, Entry] = {}
@@ -178,12 +185,23 @@ class Index:
     def transaction(self) -> _Tx:
         return _Tx(self.db)
 
+    def set_skipped(self, paths: Iterable[str]) -> None:
+        """Replace the set of paths a sparse checkout leaves out of the work tree."""
+        self.db.execute("DELETE FROM skipped")
+        self.db.executemany("INSERT OR IGNORE INTO skipped(path) VALUES (?)", ((p,) for p in paths))
+
+    def unskip(self, paths: Iterable[str]) -> None:
+        """Paths now in the work tree again (written by checkout, or staged by hand)."""
+        self.db.executemany("DELETE FROM skipped WHERE path = ?", ((p,) for p in paths))
+
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     def stage(self, rows: Iterable[tuple[str, int, str, str | None, int, str, int, int]]) -> None:
         """Stage ``(path, mode, kind, oid, size, blob, mtime_ns, ino)`` rows; keeps ``base``."""
         now = time.time_ns()
+        rows = list(rows)
+        self.unskip(r[0] for r in rows)
         self.db.executemany(
             "INSERT INTO entries(path, mode, kind, oid, size, blob, base, base_mode,"
             " mtime_ns, ino, stamp_ns, dirty) VALUES (?,?,?,?,?,?,NULL,NULL,?,?,?,1)"
@@ -220,6 +238,8 @@ class Index:
         )
 
     def delete(self, paths: Iterable[str]) -> None:
+        paths = list(paths)
+        self.unskip(paths)
         self.db.executemany("DELETE FROM entries WHERE path = ?", ((p,) for p in paths))
 
     def mark_committed(self, commit_id: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -939,12 +939,24 @@ class Repo(AbstractContextManager["Repo"]):
         force: bool = False,
         paths: Sequence[str] | None = None,
         link: bool = False,
+        include: Sequence[str] | None = None,
+        where: Mapping[str, Any] | None = None,
         progress: Progress = _no_progress,
     ) -> CheckoutResult:
-        """Make the work tree exactly ``rev`` (see worktree.checkout)."""
+        """Make the work tree exactly ``rev`` (see worktree.checkout). ``include``
+        (path globs) and ``where`` (:func:`pixvcs.open`'s filters) make it a sparse
+        work tree holding only those images, from now on (pixvcs.sparse); both
+        given empty make it whole again; neither keeps the current selection."""
         from .worktree import checkout
 
-        return checkout(self, rev, force=force, paths=paths, link=link, progress=progress)
+        selection = None
+        if include is not None or where is not None:
+            from .sparse import Selection
+
+            selection = Selection.make(include or (), where or {})
+        return checkout(
+            self, rev, force=force, paths=paths, link=link, selection=selection, progress=progress
+        )
 
     def rollback(
         self,
@@ -1091,6 +1103,8 @@ class Repo(AbstractContextManager["Repo"]):
         rev: str | None = None,
         token: str | None = None,
         lfs_url: str | None = None,
+        include: Sequence[str] | None = None,
+        where: Mapping[str, Any] | None = None,
         progress: Progress = _no_progress,
     ) -> Repo:
         """All history from ``url``; media of the checked-out version only.
@@ -1098,7 +1112,16 @@ class Repo(AbstractContextManager["Repo"]):
         ``lfs_url`` for an LFS server elsewhere than ``URL.git/info/lfs``."""
         from .transfer import clone
 
-        return clone(url, directory, rev=rev, token=token, lfs_url=lfs_url, progress=progress)
+        return clone(
+            url,
+            directory,
+            rev=rev,
+            token=token,
+            lfs_url=lfs_url,
+            include=include,
+            where=where,
+            progress=progress,
+        )
 
     def fetch_media(
         self, oids: Iterable[str], *, remote: str | None = None, progress: Progress = _no_progress

@@ -107,12 +107,14 @@ def media_of_tree(repo: Repo, tree_id: bytes | None) -> list[str]:
     return list(pointers_of_tree(repo, tree_id))
 
 
-def pointers_of_tree(repo: Repo, tree_id: bytes | None) -> dict[str, int]:
-    """Oid -> size of every pointer in a tree."""
+def pointers_of_tree(
+    repo: Repo, tree_id: bytes | None, *, skip: set[str] | frozenset[str] = frozenset()
+) -> dict[str, int]:
+    """Oid -> size of every pointer in a tree (but those at the paths of ``skip``)."""
     oids: dict[str, int] = {}
     seen: set[str] = set()
-    for _path, _mode, blob in trees.walk(repo.store, tree_id):
-        if blob in seen:
+    for path, _mode, blob in trees.walk(repo.store, tree_id):
+        if blob in seen or path in skip:
             continue
         seen.add(blob)
         data = trees.blob_bytes(repo.store, blob)
@@ -400,14 +402,20 @@ def clone(
     rev: str | None = None,
     token: str | None = None,
     lfs_url: str | None = None,
+    include: Sequence[str] | None = None,
+    where: Mapping[str, Any] | None = None,
     progress: Progress,
 ) -> Repo:
     """A new repository at ``directory`` with all history and the media of the
-    version it checks out (the remote's default branch, or ``rev``).
+    version it checks out (the remote's default branch, or ``rev``). With
+    ``include`` / ``where``, a sparse work tree: only those images are fetched
+    and checked out (pixvcs.sparse).
     ``lfs_url``: the LFS server when it is not ``URL.git/info/lfs`` (kept as
     ``remote.origin.lfsurl``, where git-lfs looks too)."""
+    from . import sparse
     from .repo import Repo
 
+    selection = sparse.Selection.make(include or (), where or {})
     source = open_endpoint(url, os.getcwd(), token=token, lfs_url=lfs_url, link=True)
     if os.path.exists(directory) and os.listdir(directory):
         raise UsageError(f"destination {directory!r} exists and is not empty")
@@ -420,6 +428,7 @@ def clone(
             config.set((b"remote", b"origin"), b"lfsurl", lfs_url.encode())
             config.write_to_path()
         fetch(repo, "origin", progress=progress)
+        sparse.save(repo, selection)
         client, path = source.git_client()
         symrefs = client.get_refs(path).symrefs or {}
         head = symrefs.get(Ref(b"HEAD"), b"refs/heads/main").decode()
@@ -433,7 +442,8 @@ def clone(
         if target:
             # the media of the version first, with their sizes, in one go
             tree = repo._commit(_peel(repo, target)).tree
-            sizes = pointers_of_tree(repo, tree)
+            # only the selected images' media (a sparse clone leaves the others out)
+            sizes = pointers_of_tree(repo, tree, skip=sparse.left_out(repo, tree, selection))
             fetch_media(repo, sizes, remote="origin", progress=progress, sizes=sizes)
         if branch in tracking:
             # materialise first (HEAD is unborn, so everything is written), then

@@ -25,6 +25,7 @@ from .repo import HEAD, CheckoutResult, MergeResult, _dirs_of, _oid, _ref
 
 if TYPE_CHECKING:
     from .repo import Progress, Repo
+    from .sparse import Selection
 
 
 def checkout(
@@ -34,13 +35,16 @@ def checkout(
     force: bool = False,
     paths: Sequence[str] | None = None,
     link: bool = False,
+    selection: Selection | None = None,
     progress: Progress,
 ) -> CheckoutResult:
     """Make the work tree exactly ``rev`` (only differing paths are touched).
 
     With ``paths``, restore just those paths from ``rev`` into the work tree
     and index, leaving HEAD where it is (as ``git checkout REV -- PATH``).
-    With ``link``, files are hardlinks to the read-only media objects."""
+    With ``link``, files are hardlinks to the read-only media objects. With
+    ``selection``, the work tree holds only those images from now on
+    (:mod:`pixvcs.sparse`; an empty one means all of them again)."""
     with repo.lock():
         repo._sync_base()
         target = repo.resolve(rev)
@@ -51,8 +55,12 @@ def checkout(
         old_tree = repo._commit(head).tree if head else None
         new_tree = repo._commit(target).tree
         written, removed = _switch_tree(
-            repo, old_tree, new_tree, force=force, link=link, progress=progress
+            repo, old_tree, new_tree, force=force, link=link, progress=progress, selection=selection
         )
+        if selection is not None:
+            from . import sparse
+
+            sparse.save(repo, selection)
         if branch is not None:
             repo._refs(repo.git.refs.set_symbolic_ref, HEAD, _ref(f"refs/heads/{branch}"))
         else:
@@ -70,13 +78,31 @@ def _switch_tree(
     force: bool,
     progress: Progress,
     link: bool = False,
+    selection: Selection | None = None,
 ) -> tuple[int, int]:
-    """Update work tree and index from ``old_tree`` (the index base) to ``new_tree``."""
+    """Update work tree and index from ``old_tree`` (the index base) to ``new_tree``,
+    holding the images of ``selection`` (default: the repository's, pixvcs.sparse)."""
+    from . import sparse
+
+    sel = sparse.load(repo) if selection is None else selection
+    skipped = repo.index.skipped()
+    leave_out = sparse.left_out(repo, new_tree, sel)
     changes = list(trees.diff(repo.store, old_tree, new_tree))
+    touched = {c.path for c in changes}
+    for path in sorted(skipped - leave_out - touched):  # selected again: bring back
+        want = trees.lookup(repo.store, new_tree, path)
+        if want is not None:
+            changes.append(trees.Change(path, None, want))
+    # unchanged paths the selection now leaves out: their files go (if unmodified)
+    hide = sorted(leave_out - skipped - touched)
+    sparse_state = (skipped, leave_out, hide)
     if not force:
         entries = repo.index.get_many([c.path for c in changes])
-        _refuse_overwrite(repo, changes, entries, progress)
-        return _apply(repo, changes, progress, link=link, target_tree=new_tree)
+        _refuse_overwrite(repo, changes, entries, progress, skipped=skipped, leave_out=leave_out)
+        modified = [p for p in repo._worktree_changes(progress=progress, only=hide)]
+        if modified:
+            raise LocalChanges(sorted(modified))
+        return _apply(repo, changes, progress, link=link, target_tree=new_tree, sparse=sparse_state)
     # --force: local changes anywhere are discarded, so the work tree ends up
     # byte for byte the target. As with git checkout -f, tracked files the target
     # lacks go, staged-but-never-committed ones included (their bytes stay in the
@@ -90,11 +116,17 @@ def _switch_tree(
             changes.append(trees.Change(path, None, want))
         else:
             changes.append(trees.Change(path, (0, ""), None))
-    return _apply(repo, changes, progress, link=link, target_tree=new_tree)
+    return _apply(repo, changes, progress, link=link, target_tree=new_tree, sparse=sparse_state)
 
 
 def _refuse_overwrite(
-    repo: Repo, changes: list[trees.Change], entries: dict[str, Entry], progress: Progress
+    repo: Repo,
+    changes: list[trees.Change],
+    entries: dict[str, Entry],
+    progress: Progress,
+    *,
+    skipped: set[str] | frozenset[str] = frozenset(),
+    leave_out: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     touched = [c.path for c in changes]
     conflicts = [
@@ -108,10 +140,11 @@ def _refuse_overwrite(
     conflicts.extend(local)
     leaving = {c.path for c in changes if c.new is None}
     for c in changes:
-        if c.new is None:
+        if c.new is None or c.path in leave_out:  # nothing written there
             continue
         dest = repo._abspath(c.path)
-        if c.path not in entries and os.path.lexists(dest) and not os.path.isdir(dest):
+        untracked = c.path not in entries or c.path in skipped  # skipped: not ours there
+        if untracked and os.path.lexists(dest) and not os.path.isdir(dest):
             if not _same_content(repo, dest, c.new):
                 conflicts.append(c.path)  # an untracked file would be overwritten
         if os.path.isdir(dest) and not os.path.islink(dest):
@@ -159,13 +192,22 @@ def _apply(
     *,
     link: bool = False,
     target_tree: bytes | None = None,
+    sparse: tuple[set[str], set[str], list[str]] | None = None,
 ) -> tuple[int, int]:
     """Materialise changes: verified temps first, then deletions, then renames.
 
     ``target_tree`` is the version being switched to, recorded so that a crash
-    part-way can be recovered from (see Repo._sync_base)."""
-    writes = [c for c in changes if c.new is not None]
-    deletes = [c.path for c in changes if c.new is None]
+    part-way can be recovered from (see Repo._sync_base). ``sparse`` is
+    ``(skipped now, left out by the target, unchanged paths to hide)``: changes
+    of left-out paths update the index only, and their files (if any) go."""
+    skipped, leave_out, hide = sparse if sparse is not None else (set(), set(), [])
+    quiet = [c for c in changes if c.new is not None and c.path in leave_out]
+    writes = [c for c in changes if c.new is not None and c.path not in leave_out]
+    # a file of a skipped path is not ours (the user's, untracked): never deleted
+    deletes = [c.path for c in changes if c.new is None and c.path not in skipped]
+    forget = [c.path for c in changes if c.new is None and c.path in skipped]
+    # files that were in the work tree and now are left out
+    deletes += [c.path for c in quiet if c.path not in skipped] + hide
     plans: list[
         tuple[str, int, str, str | None, int, str]
     ] = []  # path, mode, kind, oid, size, blob
@@ -258,9 +300,25 @@ def _apply(
         rows.append((path, mode, kind, oid, size, blob, s.st_mtime_ns, s.st_ino))
     for path in deletes:
         repo._prune_dirs(path)
+    quiet_rows: list[tuple[str, int, str, str | None, int, str, int, int]] = []
+    for c in quiet:  # the index follows the target; the work tree holds no file
+        assert c.new is not None
+        mode, blob = c.new
+        data = trees.blob_bytes(repo.store, blob)
+        if looks_like_pointer(data):
+            ptr = parse_pointer(data)
+            quiet_rows.append((c.path, mode, "media", ptr.oid, ptr.size, blob, 0, 0))
+        else:
+            quiet_rows.append((c.path, mode, "blob", None, len(data), blob, 0, 0))
+    hidden = set(hide) | {c.path for c in quiet}
     with repo.index.transaction():
-        repo.index.delete(deletes)
+        repo.index.delete([p for p in deletes if p not in hidden] + forget)
         repo.index.set_base_entries(rows)
+        repo.index.set_base_entries(quiet_rows)
+        if sparse is not None:
+            repo.index.set_skipped(leave_out)
+        else:
+            repo.index.unskip(r[0] for r in rows)
     return len(rows), len(deletes)
 
 
