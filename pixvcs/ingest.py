@@ -225,22 +225,24 @@ def map_batches(
 
 
 def materialise_batch(
-    lfs_dir: str, tmp_dir: str, items: Sequence[tuple[str, int]], link: bool
+    lfs_dir: str, tmp_dir: str, items: Sequence[tuple[str, int, bool]], link: bool
 ) -> list[tuple[str | None, str | None]]:
-    """Worker entry point for checkout: each ``(oid, mode)`` becomes a verified
-    temporary file, returned as ``(tmp path, None)``. An object that is missing
-    comes back as ``(None, "missing")``, one whose bytes hash to something else
-    as ``(None, <that hash>)``: errors travel as values, not exceptions."""
+    """Worker entry point for checkout: each ``(oid, mode, verified)`` becomes a
+    verified temporary file, returned as ``(tmp path, None)``. ``verified`` says
+    this command hashed the object already (it just arrived from a remote): it
+    is not hashed twice. An object that is missing comes back as ``(None,
+    "missing")``, one whose bytes hash to something else as ``(None, <that
+    hash>)``: errors travel as values, not exceptions."""
     store = MediaStore(lfs_dir)
     out: list[tuple[str | None, str | None]] = []
-    for oid, mode in items:
+    for oid, mode, verified in items:
         try:
             with open(store.path(oid), "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             out.append((None, "missing"))
             continue
-        got = hashlib.sha256(data).hexdigest()
+        got = oid if verified else hashlib.sha256(data).hexdigest()
         if got != oid:
             out.append((None, got))
             continue

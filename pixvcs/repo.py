@@ -229,6 +229,9 @@ class Repo(AbstractContextManager["Repo"]):
         self._catalog: Catalog | None = None
         #: Token for HTTP remotes whose URL and config have none (set by the opener).
         self.token: str | None = None
+        #: Media objects this Repo hashed on arrival from a remote (a checkout that
+        #: follows within the same command does not hash them again).
+        self.verified_oids: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------
     @classmethod

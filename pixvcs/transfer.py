@@ -10,6 +10,7 @@ other media arrive when a command needs them (:func:`fetch_media`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from . import trees
 from .errors import BadRevision, MissingMedia, PixvcsError, RefConflict, UsageError
 from .pointer import looks_like_pointer, parse_pointer
 from .remote import (
+    DirectoryEndpoint,
     Endpoint,
     endpoint_token,
     lfs_url_for,
@@ -312,13 +314,32 @@ def install_hooks(git_dir: str) -> None:
 
 
 def fetch(
-    repo: Repo, remote: str = "origin", *, all_media: bool = False, progress: Progress
+    repo: Repo,
+    remote: str = "origin",
+    *,
+    all_media: bool = False,
+    progress: Progress,
+    objects_present: bool = False,
 ) -> FetchResult:
     """History (all branches and tags) into refs/remotes/REMOTE/*; media only
-    with ``all_media`` (otherwise on demand)."""
+    with ``all_media`` (otherwise on demand). ``objects_present``: the remote's
+    objects are already here (a local clone linked its packs), so tips present
+    here are not asked for."""
     endpoint = endpoint_for(repo, remote)
     client, path = endpoint.git_client()
-    fetched = client.fetch(path, repo.git)
+    if objects_present:
+        store = repo.git.object_store
+
+        def wants(refs: Any, depth: int | None = None) -> list[Any]:
+            return [
+                sha
+                for ref, sha in refs.items()
+                if sha is not None and not ref.endswith(b"^{}") and sha not in store
+            ]
+
+        fetched = client.fetch(path, repo.git, determine_wants=wants)
+    else:
+        fetched = client.fetch(path, repo.git)
     result = FetchResult(remote)
     tips = []
     for ref, sha in (fetched.refs or {}).items():
@@ -374,6 +395,7 @@ def fetch_media(
         there = set(wanted) - set(endpoint.missing(wanted, sizes=sizes))
         batch = [o for o in wanted if o in there]
         endpoint.download(batch, repo.media, progress, sizes=sizes)
+        repo.verified_oids.update(batch)  # each hashed on arrival (a checkout trusts that)
         got += len(batch)
         wanted = [o for o in wanted if o not in there]
         if not wanted:
@@ -427,7 +449,8 @@ def clone(
             config = repo.git.get_config()
             config.set((b"remote", b"origin"), b"lfsurl", lfs_url.encode())
             config.write_to_path()
-        fetch(repo, "origin", progress=progress)
+        linked = isinstance(source, DirectoryEndpoint) and _link_packs(source.git_dir, repo)
+        fetch(repo, "origin", progress=progress, objects_present=linked)
         sparse.save(repo, selection)
         client, path = source.git_client()
         symrefs = client.get_refs(path).symrefs or {}
@@ -459,6 +482,49 @@ def clone(
     except BaseException:
         repo.close()
         raise
+
+
+def _link_packs(git_dir: str, repo: Repo) -> bool:
+    """A clone from a directory on the same filesystem starts with hard links to the
+    remote's git objects, pack files (and indexes) and loose objects alike, as
+    ``git clone --local`` does: they are immutable and named by their checksum,
+    and dulwich checks objects on read (fsck checks them all). False, and nothing
+    linked, when that is not possible (another filesystem, no packs): the fetch
+    then copies as usual. Either way the fetch that follows asks for any tip not
+    here, so nothing the refs need is missed."""
+    src = os.path.join(git_dir, "objects", "pack")
+    dest = os.path.join(repo.git_dir, "objects", "pack")
+    try:
+        names = sorted(n for n in os.listdir(src) if n.endswith(".pack"))
+    except OSError:
+        return False
+    pairs = [(n, n[: -len(".pack")] + ".idx") for n in names]
+    if not pairs or not all(os.path.exists(os.path.join(src, i)) for _, i in pairs):
+        return False
+    made: list[str] = []
+    try:
+        os.makedirs(dest, exist_ok=True)
+        for pack, idx in pairs:  # the index after its pack: a reader never sees half
+            for name in (pack, idx):
+                os.link(os.path.join(src, name), os.path.join(dest, name))
+                made.append(os.path.join(dest, name))
+        objects = os.path.join(git_dir, "objects")
+        for fan in os.listdir(objects):
+            if len(fan) != 2 or not all(c in "0123456789abcdef" for c in fan):
+                continue
+            os.makedirs(os.path.join(repo.git_dir, "objects", fan), exist_ok=True)
+            for name in os.listdir(os.path.join(objects, fan)):
+                if len(name) == 38 and all(c in "0123456789abcdef" for c in name):
+                    target = os.path.join(repo.git_dir, "objects", fan, name)
+                    os.link(os.path.join(objects, fan, name), target)
+                    made.append(target)
+    except OSError:
+        for path in made:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return False
+    repo.git.object_store._update_pack_cache()  # noqa: SLF001 - dulwich: see the new packs
+    return True
 
 
 def _resolve_quietly(repo: Repo, rev: str) -> str | None:

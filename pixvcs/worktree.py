@@ -230,7 +230,10 @@ def _apply(
         # the remotes when none of them has an object)
         repo.fetch_media([oid for _path, oid in missing], progress=progress)
     os.makedirs(repo.tmp_dir, exist_ok=True)
-    media_items = [(oid, mode) for (_p, mode, _k, oid, _s, _b) in plans if oid is not None]
+    fresh = repo.verified_oids  # hashed by this command on arrival: not hashed again
+    media_items = [
+        (oid, mode, oid in fresh) for (_p, mode, _k, oid, _s, _b) in plans if oid is not None
+    ]
     made = map_batches(
         materialise_batch,
         media_items,
@@ -245,12 +248,12 @@ def _apply(
         media_paths = [path for (path, _m, _k, oid, _s, _b) in plans if oid is not None]
         gone = [
             (path, oid)
-            for path, (oid, _m), (_t, err) in zip(media_paths, media_items, made, strict=True)
+            for path, (oid, _m, _v), (_t, err) in zip(media_paths, media_items, made, strict=True)
             if err == "missing"
         ]
         if gone:
             raise MissingMedia(gone, repo.media.root)
-        for (media_oid, _m), (_t, err) in zip(media_items, made, strict=True):
+        for (media_oid, _m, _v), (_t, err) in zip(media_items, made, strict=True):
             if err is not None:
                 raise CorruptObject(media_oid, err, repo.media.root)
         for _path, mode, _kind, oid, _size, blob in plans:

@@ -283,3 +283,29 @@ def test_clone_links_verified_objects_and_push_copies(tmp_path: Path, remote: st
     with Repo.open(str(tmp_path / "c")) as c:
         assert not c.media.has(oids[0])
     a.close()
+
+
+def test_a_local_clone_links_the_remotes_git_objects(tmp_path: Path, remote: str) -> None:
+    """As git clone --local: packs and loose objects are hard links, not copies; the
+    clone is complete (fsck) and later pushes from it still work."""
+    a = _new(tmp_path, "a", remote)
+    make_dataset(a.root, {"cat": 3})
+    _commit_all(a, "v1")
+    a.push()  # a pack on the remote
+    write_image(os.path.join(a.root, "cat", "9.jpg"), 9)
+    _commit_all(a, "v2")
+    a.push()
+    a.close()
+    b = Repo.clone(remote, str(tmp_path / "b"))
+    try:
+        packs = list(Path(b.git_dir, "objects", "pack").glob("*.pack"))
+        assert packs and all(p.stat().st_nlink >= 2 for p in packs)
+        remote_packs = {p.stat().st_ino for p in Path(remote, "objects", "pack").glob("*.pack")}
+        assert {p.stat().st_ino for p in packs} <= remote_packs
+        assert b.fsck().ok
+        assert b.status().clean and len(b.ls()) == 5  # 4 images + .gitattributes
+        write_image(os.path.join(b.root, "cat", "10.jpg"), 10)
+        _commit_all(b, "v3")
+        assert b.push().media_sent == 1
+    finally:
+        b.close()
