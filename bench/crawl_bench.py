@@ -14,8 +14,8 @@ the first N images of the generated benchmark dataset (bench/gen_dataset.py:
   format ``files``, ``--resize_mode no``, ``--disable_all_reencoding``: fetch and
   write files (it decodes nothing when it does not re-encode), with 2 processes.
 
-Politeness is switched off for the measurement (``--rate 0``, ``--per-host 32``):
-the server is local. Every tool gets the same thread budget (32 per process).
+Politeness is switched off for the measurement (``--rate 0``, ``--per-host 64``:
+no pace, and a per-host limit that never binds): the server is local. Every tool gets the same thread budget (32 per process).
 
 Usage::
 
@@ -108,7 +108,9 @@ def pixvcs(*args: str) -> list[str]:
     return [sys.executable, "-m", "pixvcs.cli", *args]
 
 
-CRAWL_FLAGS = ["--rate", "0", "--per-host", str(THREADS), "--workers", str(THREADS), "--json"]
+# politeness off: no pace, and a per-host limit (shared by all workers of a job, through
+# Redis) that never binds: every thread of both worker processes may be in flight
+CRAWL_FLAGS = ["--rate", "0", "--per-host", str(2 * THREADS), "--workers", str(THREADS), "--json"]
 
 
 def bench_inprocess(work: Path, urls: Path) -> float:
@@ -260,7 +262,7 @@ def write_section(md: str, results: dict[str, Any]) -> None:
         f"Run finished {results.get('finished', '?')}, {results['cores']} cores, "
         f"{results['threads_per_process']} fetching threads per process for every tool. "
         "Generated 10-60 KB JPEGs served by a separate Python HTTP/1.1 process; politeness "
-        "off (`--rate 0`). *pixvcs* = fetch + full decode + SHA-256 + perceptual hash + "
+        "off (`--rate 0 --per-host 64`). *pixvcs* = fetch + full decode + SHA-256 + perceptual hash + "
         "store + dedupe + commit; *img2dataset* = fetch + write files (`--resize_mode no "
         "--disable_all_reencoding`, 2 processes: it decodes nothing). Each command timed "
         "from its start (Python start-up included); workers started before the clock.",

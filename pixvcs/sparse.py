@@ -121,9 +121,7 @@ def left_out(repo: Repo, tree: bytes | None, selection: Selection) -> set[str]:
                 from .transfer import fetch_media
 
                 fetch_media(repo, list(lacking), progress=_quiet, sizes=lacking)
-        chosen = {
-            r.path for r in select_entries(source, entries, list(selection.include), filters)
-        }
+        chosen = {r.path for r in select_entries(source, entries, list(selection.include), filters)}
     finally:
         source.close()
     return {e.path for e in media if e.path not in chosen}

@@ -124,7 +124,7 @@ class RedisLimits:
         per_host: int,
         *,
         lease: float = 15.0,
-        poll: float = 0.02,
+        poll: float = 0.005,
         sleep: Callable[[float], None] = time.sleep,
         client: Any = None,
     ) -> None:
@@ -140,16 +140,28 @@ class RedisLimits:
         self._renew = self.redis.register_script(_RENEW)
         self._turn = self.redis.register_script(_TURN)
         self._held: dict[str, set[str]] = {}  # host -> tokens held by this process
+        self._local: dict[str, threading.Semaphore] = {}
         self._held_lock = threading.Lock()
         self._renewer: threading.Thread | None = None
 
     def acquire(self, host: str) -> str:
-        token = secrets.token_hex(8)
-        key = f"{self.prefix}:slots:{host}"
-        delay = self.poll
-        while not self._acquire(keys=[key], args=[self.per_host, self.lease_ms, token]):
-            self.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+        # this process's own threads queue on a local semaphore first: only as many
+        # as could hold a slot ask Redis, and they poll it briefly
+        with self._held_lock:
+            local = self._local.get(host)
+            if local is None:
+                local = self._local[host] = threading.Semaphore(self.per_host)
+        local.acquire()
+        try:
+            token = secrets.token_hex(8)
+            key = f"{self.prefix}:slots:{host}"
+            delay = self.poll
+            while not self._acquire(keys=[key], args=[self.per_host, self.lease_ms, token]):
+                self.sleep(delay)
+                delay = min(delay * 1.5, 0.05)
+        except BaseException:
+            local.release()
+            raise
         with self._held_lock:
             self._held.setdefault(host, set()).add(token)
             if self._renewer is None:
@@ -162,7 +174,10 @@ class RedisLimits:
     def release(self, host: str, token: str) -> None:
         with self._held_lock:
             self._held.get(host, set()).discard(token)
-        self.redis.zrem(f"{self.prefix}:slots:{host}", token)
+        try:
+            self.redis.zrem(f"{self.prefix}:slots:{host}", token)
+        finally:
+            self._local[host].release()
 
     def _renew_forever(self) -> None:
         while True:
