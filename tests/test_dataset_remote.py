@@ -293,7 +293,8 @@ def test_iter_bytes_fetches_ahead_in_batches(
     got = [(r.path, data) for r, data in ds.iter_bytes()]
     assert dict(got) == remote.files and [p for p, _ in got] == [r.path for r in ds]
     # one download per batch of 2, the object already cached left out of its batch
-    assert [len(f) for f in fetches] == [1, 2, 2]
+    # (batches are fetched concurrently: their order of arrival varies)
+    assert sorted(len(f) for f in fetches) == [1, 2, 2]
     assert sorted(o for f in fetches for o in f) == sorted(r.oid for r in ds[1:])
     fetches.clear()
     assert [d for _, d in ds.iter_bytes()] == [d for _, d in got]

@@ -165,8 +165,15 @@ class Site:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 return None
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: object, client_address: object) -> None:
+                # a client that gave up first (a timeout, a refused bomb) resets the
+                # connection: expected here, and not worth a traceback on stderr
+                return None
+
+        server = Server(("127.0.0.1", 0), Handler)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:

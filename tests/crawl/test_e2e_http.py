@@ -58,7 +58,7 @@ def test_crawl_a_real_server(tmp_path: Path) -> None:
                 Resp(200, pattern_image(501), {"content-type": "image/png"}),
             ),
             "/slow.png": always(
-                Resp(200, pattern_image(502), {"content-type": "image/png"}, delay=1.5)
+                Resp(200, pattern_image(502), {"content-type": "image/png"}, delay=2.5)
             ),
             "/truncated.png": always(
                 Resp(200, pattern_image(503), {"content-type": "image/png"}, truncate=100)
@@ -96,10 +96,10 @@ def test_crawl_a_real_server(tmp_path: Path) -> None:
         urls.write_text("".join(f"{origin}{p}\n" for p in paths))
         out = run(
             "-C", str(ds), "crawl", "--page", f"{origin}/index.html", "--depth", "1",
-            "--urls", str(urls), "--label", "web", "--timeout", "0.5", "--retries", "2",
+            "--urls", str(urls), "--label", "web", "--timeout", "1.0", "--retries", "2",
             "--rate", "0", "--contact", "e2e@example.org", "--json",
         )  # fmt: skip
-    result = json.loads(out.output)
+    result = json.loads(out.stdout)
     assert set(result) >= {
         "job",
         "branch",
@@ -128,13 +128,13 @@ def test_crawl_a_real_server(tmp_path: Path) -> None:
 
     branch, job = result["branch"], result["job"]
     assert branch == f"crawl/{job}"
-    diff = json.loads(run("-C", str(ds), "diff", "main", branch, "--json").output)
+    diff = json.loads(run("-C", str(ds), "diff", "main", branch, "--json").stdout)
     assert len(diff["added"]) == 8 and f"provenance/{job}.jsonl" in diff["added"]
     sha = hashlib.sha256(jpeg).hexdigest()
     assert f"web/{sha[:16]}.jpg" in diff["added"]
     assert not (ds / "web").exists()  # nothing touched until the merge
 
-    status = json.loads(run("-C", str(ds), "crawl", "status", job, "--json").output)
+    status = json.loads(run("-C", str(ds), "crawl", "status", job, "--json").stdout)
     assert status["status"] == "done" and status["commit"] == result["commit"]
     run("-C", str(ds), "merge", branch)
     assert (ds / "web" / f"{sha[:16]}.jpg").read_bytes() == jpeg
