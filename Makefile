@@ -36,11 +36,15 @@ lint: install
 	$(BIN)/ruff check pixvcs tests $(wildcard bench scripts)
 	$(BIN)/mypy
 
-# run.py renders results.md whole; the other two put their sections back in.
+# run.py renders results.md whole; the others put their own sections back in
+# (bench/mdsections.py). bench/neardup_quality.py needs scikit-image: see bench/README.md.
 bench: install system-deps
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/transfer_bench.py
 	$(BIN)/python bench/crawl_bench.py
+	$(BIN)/python bench/status_bench.py
+	$(BIN)/python bench/read_bench.py
+	$(BIN)/python bench/neardup_bench.py --md bench/results.md
 
 clean:
 	rm -rf $(VENV) demo-work bench/work
