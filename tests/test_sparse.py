@@ -4,6 +4,7 @@ media are not fetched."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 from pixvcs import LocalChanges, Repo, UsageError
 from pixvcs.cli import main
 from tests.conftest import AUTHOR
-from tests.imagegen import make_dataset, snapshot, write_image
+from tests.imagegen import image_bytes, make_dataset, snapshot, write_image
 
 
 @pytest.fixture
@@ -208,5 +209,34 @@ def test_format_md_sparse_json_example_is_what_load_reads(tmp_path: Path) -> Non
         assert json.loads(Path(repo.state_dir, sparse.SPARSE_FILE).read_text()) == json.loads(
             example
         )
+    finally:
+        repo.close()
+
+
+def test_rm_and_merge_in_a_sparse_tree(
+    tmp_path: Path, shared: tuple[str, dict[str, bytes]]
+) -> None:
+    remote, data = shared
+    repo = Repo.clone(remote, str(tmp_path / "c"), include=["cat/*"])
+    try:
+        # removing a folder the work tree does not hold stages its deletion
+        removed = repo.rm([os.path.join(repo.root, "dog")], recursive=True)
+        assert sorted(removed) == ["dog/0000.jpg", "dog/0001.jpg", "dog/0002.jpg"]
+        v2 = repo.commit("no dogs", author=AUTHOR)
+        assert not any(e.path.startswith("dog/") for e in repo.ls(v2))
+        assert "big/0.jpg" in {e.path for e in repo.ls(v2)} and repo.status().clean
+        # a branch that changes a left-out image merges without touching the disk
+        big = image_bytes(4242, size=(96, 80))
+        oid = hashlib.sha256(big).hexdigest()
+        repo.media.add_bytes(big, oid=oid)
+        repo.commit_files(
+            "side", [("big/0.jpg", oid, len(big))], "new big", base="v1", author=AUTHOR
+        )
+        before = snapshot(repo.root)
+        result = repo.merge("side", author=AUTHOR)
+        assert result.kind == "merge" and repo.status().clean
+        assert snapshot(repo.root) == before  # big/ is left out: nothing written
+        merged = {e.path: e.oid for e in repo.ls()}
+        assert merged["big/0.jpg"] == oid and "dog/0000.jpg" not in merged
     finally:
         repo.close()
