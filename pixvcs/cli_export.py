@@ -57,7 +57,8 @@ def export(
                   objects where possible (the files are read-only: replace
                   them, do not edit them in place), else copies
     webdataset    DEST/shard-000000.tar, ...: each image with a .json
-                  sidecar (label, oid, path, width, height, size)
+                  sidecar (label, oid, path, width, height, size,
+                  provenance: the image's crawl/provenance record or null)
     csv-manifest  the file DEST: path,label,oid,size
 
     The same version and filters always give byte-identical output. DEST

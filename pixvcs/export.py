@@ -275,11 +275,25 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _provenance(dataset: Dataset) -> dict[str, dict[str, object]]:
+    """oid -> provenance record, from the version's provenance/*.jsonl files."""
+    from .provenance import is_provenance_file, objects_by_oid
+
+    source = dataset.source
+    files = [
+        (e.path, source.read_blob(e.blob))
+        for e in source.list_entries(dataset.commit)
+        if e.kind == "blob" and is_provenance_file(e.path)
+    ]
+    return objects_by_oid(files)
+
+
 def _webdataset(
     dataset: Dataset, dest: str, result: ExportResult, *, shard_size: int, progress: Progress
 ) -> None:
     records = list(dataset)
     keys = sample_keys(records)
+    provenance = _provenance(dataset)
     _empty_dir(dest)
     total = len(records)
     tar: tarfile.TarFile | None = None
@@ -305,6 +319,7 @@ def _webdataset(
                 "width": width,
                 "height": height,
                 "size": r.size,
+                "provenance": provenance.get(r.oid),
             }
             _tar_member(tar, f"{key}.{_extension(r, data)}", data)
             meta = json.dumps(sidecar, sort_keys=True, separators=(",", ":")).encode()

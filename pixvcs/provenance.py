@@ -99,6 +99,20 @@ def parse_records(data: bytes, source: str) -> list[Record]:
     return records
 
 
+def objects_by_oid(files: Iterable[tuple[str, bytes]]) -> dict[str, dict[str, object]]:
+    """oid -> the whole JSON object of its first record, over ``(path, content)``
+    provenance files taken in path order (each validated as :func:`parse_records`
+    does; raises :class:`ProvenanceError`). What exports put beside an image."""
+    out: dict[str, dict[str, object]] = {}
+    for path, data in sorted(files):
+        parse_records(data, path)  # the same checks and messages as pixvcs check
+        for line in data.decode("utf-8").split("\n"):
+            if line.strip():
+                obj = json.loads(line)
+                out.setdefault(obj["oid"], obj)
+    return out
+
+
 class ProvenanceIndex:
     """The records of one version, looked up by oid (and by path, for messages)."""
 

@@ -116,9 +116,41 @@ def test_webdataset_shards_read_back(ds_root: Path, tmp_path: Path) -> None:
             "width": r.width,
             "height": r.height,
             "size": r.size,
+            "provenance": None,  # v1 has no provenance records
         }
         assert samples[key][r.path.rsplit(".", 1)[1]] == r.bytes()
     assert json.loads(samples["nested/a/x"]["json"])["width"] == 30
+
+
+def test_webdataset_sidecars_carry_provenance(ds_root: Path, tmp_path: Path) -> None:
+    """Records of provenance/*.jsonl (crawled images, or hand-written ones) go into
+    the sidecar of the image they name, matched by oid; a broken file is an error."""
+    ds = pixvcs.open(str(ds_root), "HEAD")
+    cat = next(r for r in ds if r.path == "cat/0001.jpg")
+    record = {"oid": cat.oid, "path": cat.path, "url": "https://example.org/c.jpg", "page": None}
+    prov = ds_root / "provenance" / "hand.jsonl"
+    prov.parent.mkdir()
+    prov.write_text(json.dumps(record) + "\n")
+    with Repo.open(str(ds_root)) as repo:
+        repo.add(["provenance"])
+        repo.commit("provenance", author=AUTHOR)
+    ds = pixvcs.open(str(ds_root), "HEAD")
+    export(ds, str(tmp_path / "wds"), format="webdataset")
+    with tarfile.open(tmp_path / "wds" / "shard-000000.tar") as tar:
+        metas = {
+            m.name[: -len(".json")]: json.load(tar.extractfile(m))  # type: ignore[arg-type]
+            for m in tar.getmembers()
+            if m.name.endswith(".json")
+        }
+    assert metas["cat/0001"]["provenance"] == record
+    assert metas["cat/0000"]["provenance"] is None
+    prov.write_text("{not json\n")
+    with Repo.open(str(ds_root)) as repo:
+        repo.add(["provenance"])
+        repo.commit("broken", author=AUTHOR)
+    with pytest.raises(pixvcs.ProvenanceError, match="provenance/hand.jsonl:1"):
+        export(pixvcs.open(str(ds_root), "HEAD"), str(tmp_path / "wds2"), format="webdataset")
+    assert not (tmp_path / "wds2").exists() or not os.listdir(tmp_path / "wds2")
 
 
 def test_csv_manifest_reads_back(ds_root: Path, tmp_path: Path) -> None:
