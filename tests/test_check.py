@@ -90,7 +90,10 @@ def test_defaults_hold_for_a_clean_version(repo: Repo) -> None:
         "duplicates.exact",
         "splits.leakage",
     ]
-    assert result.classes == {"cat": {"before": None, "after": 6}, "dog": {"before": None, "after": 6}}
+    assert result.classes == {
+        "cat": {"before": None, "after": 6},
+        "dog": {"before": None, "after": 6},
+    }
     assert result.splits["train"]["after"] == 6 and result.checked == result.images == 12
 
 
@@ -458,3 +461,36 @@ def test_cli_exit_codes_and_reports(repo: Repo, tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["-C", repo.root, "check"])
     assert r.exit_code == 2
     assert "duplicates.near_distance: must be an integer" in r.output
+
+
+def _schema_validator() -> object:
+    import jsonschema
+
+    schema = json.loads(
+        (Path(__file__).parent.parent / "docs" / "check-report.schema.json").read_text()
+    )
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_json_reports_validate_against_the_published_schema(repo: Repo, leaky: CheckResult) -> None:
+    """docs/check-report.schema.json is the contract: a range with violations, a
+    whole version, the index, and a policy that fails many rules all validate;
+    and the schema is strict enough to reject a report with a wrong field."""
+    validator = _schema_validator()
+    reports = [leaky, check(repo, "HEAD")]
+    put(repo, "pixvcs.toml", (
+        "[images]\nmin_width = 4000\nmax_bytes = 10\n[classes]\nmin_per_class = 99\n"
+        "max_imbalance = 1.0\n[changes]\nmax_added = 0\n[provenance]\nrequired = true\n"
+    ))  # fmt: skip
+    put(repo, "cat/extra.jpg", encode(textured(77)))
+    repo.add(["."])
+    reports.append(check(repo, staged=True))
+    assert len(failing(reports[-1])) >= 4
+    for result in reports:
+        doc = json.loads(render(result, "json"))
+        errors = list(validator.iter_errors(doc))  # type: ignore[attr-defined]
+        assert not errors, [e.message for e in errors]
+    doc = json.loads(render(leaky, "json"))
+    doc["violations"][0]["distance"] = "two"
+    assert list(validator.iter_errors(doc))  # type: ignore[attr-defined]
