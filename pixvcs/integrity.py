@@ -102,6 +102,13 @@ def fsck(repo: Repo, *, progress: Progress) -> FsckReport:
         if e.kind == "media" and e.oid and e.blob is not None:
             referenced.setdefault(e.oid, e.path)
             sizes.setdefault(e.oid, {}).setdefault(e.size, e.path)
+    if repo.bare:
+        from .s3media import store_for
+
+        bucket = store_for(repo.git_dir)
+        if bucket is not None:  # media in S3 (format.md, "Media in S3")
+            _fsck_bucket(bucket, referenced, sizes, report, progress)
+            return report
     all_media = sorted(set(repo.media) | set(referenced))
     for n, oid in enumerate(all_media, 1):
         progress("fsck", n, len(all_media))
@@ -143,6 +150,77 @@ def fsck(repo: Repo, *, progress: Progress) -> FsckReport:
                         }
                     )
     return report
+
+
+def _fsck_bucket(
+    bucket: Any,
+    referenced: dict[str, str],
+    sizes: dict[str, dict[int, str]],
+    report: FsckReport,
+    progress: Progress,
+) -> None:
+    """The media checks against an S3 bucket: every referenced object is there,
+    has the size its pointers claim, and hashes to its name (each is downloaded
+    and hashed, in parallel; nothing is written)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .errors import CorruptObject, MissingMedia
+
+    problems = report.problems
+    wanted = sorted(referenced)
+    present = bucket.stat(wanted)
+    for oid in wanted:
+        path = referenced[oid]
+        if oid not in present:
+            problems.append(
+                {
+                    "kind": "missing-media",
+                    "path": path,
+                    "oid": oid,
+                    "message": f"{path}: media object {oid} is missing from {bucket.where}",
+                }
+            )
+            continue
+        for claimed, claimant in sorted(sizes.get(oid, {}).items()):
+            if claimed != present[oid]:
+                problems.append(
+                    {
+                        "kind": "pointer-size-mismatch",
+                        "path": claimant,
+                        "oid": oid,
+                        "message": f"{claimant}: pointer says {claimed} bytes, "
+                        f"media object {oid} has {present[oid]}",
+                    }
+                )
+
+    def hashed(oid: str) -> str | None:
+        try:
+            bucket.read(oid)  # raises CorruptObject when the bytes hash to another name
+        except CorruptObject as e:
+            return e.got
+        except MissingMedia:  # deleted since the listing: reported as missing
+            return ""
+        return None
+
+    todo = [o for o in wanted if o in present]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for n, (oid, bad) in enumerate(zip(todo, pool.map(hashed, todo), strict=True), 1):
+            progress("fsck", n, len(todo))
+            report.media_checked += 1
+            if bad is None:
+                continue
+            path = referenced[oid]
+            kind, why = ("missing-media", "is missing") if bad == "" else (
+                "corrupt-media", f"is corrupt (hashes to {bad})"
+            )  # fmt: skip
+            problems.append(
+                {
+                    "kind": kind,
+                    "path": path,
+                    "oid": oid,
+                    "message": f"{path}: media object {oid} in {bucket.where} {why}",
+                }
+            )
 
 
 def _checked(repo: Repo, sha: bytes, kind: type, problems: list[dict[str, str]], what: str) -> Any:

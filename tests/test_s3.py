@@ -492,6 +492,38 @@ def test_directory_remote_with_s3_media(tmp_path: Path, bucket: Bucket) -> None:
 
 
 # -- the client never sends its token to another origin -------------------------------------------
+def test_fsck_of_a_bare_repository_checks_the_bucket(tmp_path: Path, bucket: Bucket) -> None:
+    """fsck on a repository whose media are in S3 checks the bucket: each object is
+    there, has its pointers' size, and hashes to its name (downloaded, not stored)."""
+    bare = tmp_path / "shared.git"
+    result = CliRunner().invoke(
+        main,
+        ["init", "--bare", str(bare), "--media-url", f"s3://{bucket.name}/fs",
+         "--s3-endpoint", bucket.endpoint],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    a = Repo.init(str(tmp_path / "a"))
+    a.add_remote("origin", str(bare))
+    data = make_dataset(a.root, {"cat": 2, "dog": 1})
+    _commit_all(a, "v1")
+    a.push()
+    a.close()
+    with Repo.open(str(bare)) as r:
+        report = r.fsck()
+        assert report.ok and report.media_checked == 3, report.problems
+    assert _local_media(bare) == []  # nothing was stored while checking
+    cat, dog = _oid(data["cat/0000.jpg"]), _oid(data["dog/0000.jpg"])
+    bucket.client.put_object(Bucket=bucket.name, Key=_key("fs/", cat), Body=b"garbage")
+    bucket.client.delete_object(Bucket=bucket.name, Key=_key("fs/", dog))
+    out = CliRunner().invoke(main, ["-C", str(bare), "fsck", "--json"])
+    assert out.exit_code == 1, out.output
+    kinds: dict[str, set[str]] = {}
+    for p in json.loads(out.stdout)["problems"]:
+        kinds.setdefault(p["oid"], set()).add(p["kind"])
+        assert p["path"] in data
+    assert kinds == {dog: {"missing-media"}, cat: {"pointer-size-mismatch", "corrupt-media"}}
+
+
 def test_the_token_goes_to_the_server_only(tmp_path: Path) -> None:
     body = image_bytes(8)
     oid = _oid(body)
