@@ -248,7 +248,7 @@ class HttpEndpoint:
     ) -> None:
         """Download ``oids`` into ``dest``: batches of :data:`BATCH`, a few in
         flight; each batch's verified temp files are made durable with one sync
-        and renamed into place."""
+        and renamed into place; one last sync makes all the renames durable."""
         os.makedirs(dest.tmp_dir, exist_ok=True)
         batches = [
             [o for o in oids[start : start + BATCH] if not dest.has(o)]
@@ -264,9 +264,11 @@ class HttpEndpoint:
             ]
             try:
                 for future, batch in zip(futures, batches, strict=True):
-                    multi.publish(dest, future.result())
+                    multi.publish(dest, future.result(), sync_names=False)
                     done += len(batch)
                     progress("download", done, len(oids))
+                if done:
+                    dest.sync()  # every batch's renames, once, before the caller goes on
             except BaseException:
                 for future in futures:
                     future.cancel()

@@ -215,9 +215,12 @@ def discard(temps: Iterable[tuple[str, str]]) -> None:
             os.unlink(tmp)
 
 
-def publish(dest: MediaStore, temps: Sequence[tuple[str, str]]) -> None:
+def publish(dest: MediaStore, temps: Sequence[tuple[str, str]], *, sync_names: bool = True) -> None:
     """Make verified temp files durable (one sync), rename them into place, and
-    make the renames durable (a second sync) before anyone is told."""
+    make the renames durable (a second sync) before anyone is told. With
+    ``sync_names=False`` the caller makes the renames durable itself, once for
+    many batches (a rename lost in a crash loses a complete object's name, never
+    its bytes: it is fetched again)."""
     if not temps:
         return
     try:
@@ -227,7 +230,8 @@ def publish(dest: MediaStore, temps: Sequence[tuple[str, str]]) -> None:
         raise
     for tmp, oid in temps:
         dest.publish(tmp, oid)
-    dest.sync()
+    if sync_names:
+        dest.sync()
 
 
 def records(

@@ -36,7 +36,7 @@ from .imageinfo import IMAGE_EXTENSIONS, MAX_PIXELS
 from .index import Index
 from .lazy import lazy_module
 from .media import MediaStore
-from .pointer import format_pointer, looks_like_pointer, parse_pointer
+from .pointer import Pointer, format_pointer, looks_like_pointer, parse_pointer
 
 # Modules that import dulwich load on first use: `status` on an unchanged HEAD
 # never needs them, and Python start-up is most of a small command's time.
@@ -232,6 +232,8 @@ class Repo(AbstractContextManager["Repo"]):
         #: Media objects this Repo hashed on arrival from a remote (a checkout that
         #: follows within the same command does not hash them again).
         self.verified_oids: set[str] = set()
+        #: Pointers this Repo has parsed, by blob id (blobs never change).
+        self.known_pointers: dict[str, Pointer] = {}
 
     # -- lifecycle -------------------------------------------------------------
     @classmethod

@@ -123,6 +123,7 @@ def pointers_of_tree(
         if looks_like_pointer(data):
             pointer = parse_pointer(data)
             oids[pointer.oid] = pointer.size
+            repo.known_pointers[blob] = pointer  # a checkout that follows reads no blob again
     return oids
 
 

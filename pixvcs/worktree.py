@@ -215,9 +215,10 @@ def _apply(
     for c in writes:
         assert c.new is not None
         mode, blob = c.new
-        data = trees.blob_bytes(repo.store, blob)
-        if looks_like_pointer(data):
-            p = parse_pointer(data)
+        known = repo.known_pointers.get(blob)  # parsed already by this command
+        data = b"" if known is not None else trees.blob_bytes(repo.store, blob)
+        if known is not None or looks_like_pointer(data):
+            p = known if known is not None else parse_pointer(data)
             if not repo.media.has(p.oid):
                 missing.append((c.path, p.oid))
             plans.append((c.path, mode, "media", p.oid, p.size, blob))
