@@ -494,10 +494,25 @@ def run_distributed(
             store.save(state)
         _wait(app, store, state, progress)
     except BaseException as e:
+        if _is_broker_error(e):
+            unreachable = CrawlWorkerError(
+                f"cannot reach the broker {_redact(broker)} ({e}); the job is saved: "
+                f"`pixvcs crawl --resume {state.job}` once the broker is up"
+            )
+            _record_error(store, state.job, unreachable)
+            raise unreachable from None
         if not isinstance(e, KeyboardInterrupt):
             _record_error(store, state.job, e)
         raise
     return store.load(state.job)
+
+
+def _is_broker_error(e: BaseException) -> bool:
+    """A failure to talk to the broker (refused, unknown host, lost connection)."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return isinstance(e, OperationalError | RedisConnectionError)
 
 
 def _wait(app: Celery, store: JobStore, state: JobState, progress: Progress) -> None:

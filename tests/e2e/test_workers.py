@@ -6,6 +6,7 @@ byte-exact rollback."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -157,6 +158,15 @@ def test_no_worker_is_a_clear_error(tools: Tools, redis_url: str, tmp_path: Path
         ds, "crawl", "--urls", str(urls), check=False, extra_env={"PIXVCS_BROKER_URL": redis_url}
     )
     assert "no pixvcs worker serves this repository" in env_proc.stderr
+    # a broker that is not there: a clear error (its password not shown), no traceback
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"redis://:hunter2@127.0.0.1:{sock.getsockname()[1]}/0"
+    down = tools.pixvcs(ds, "crawl", "--broker", dead, "--urls", str(urls), check=False)
+    assert down.returncode == 1, down.stderr
+    assert "cannot reach the broker redis://:***@127.0.0.1" in down.stderr
+    assert "hunter2" not in down.stderr and "Traceback" not in down.stderr
+    assert "pixvcs crawl --resume" in down.stderr
 
 
 @pytest.mark.e2e
