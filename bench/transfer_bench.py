@@ -445,21 +445,11 @@ def render(data: dict[str, Any]) -> str:
 
 
 def splice(md_path: str, section: str) -> None:
-    """Put ``section`` into ``md_path`` between the markers (appended if absent)."""
-    text = ""
-    if os.path.exists(md_path):
-        with open(md_path) as f:
-            text = f.read()
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    tmp = md_path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, md_path)
+    """Put ``section`` (markers included) into ``md_path`` (bench/mdsections)."""
+    from mdsections import splice as splice_section
+
+    body = section.split(START, 1)[1].rsplit(END, 1)[0]
+    splice_section(md_path, "transfer-bench", body)
 
 
 def write_outputs(args: argparse.Namespace, data: dict[str, Any]) -> None:
