@@ -4,22 +4,24 @@ Layout under the cache directory (see :func:`default_cache_dir`)::
 
     <cache_dir>/repos/<sha256 of the URL>/   a bare mirror of the remote's history
     <cache_dir>/repos/<sha256 of the URL>.lock
-    <cache_dir>/media/objects/aa/bb/<oid>    media objects (git-lfs layout), shared
-    <cache_dir>/media/tmp/                   downloads in progress
+    <cache_dir>/media/index.sqlite           where each cached media object is
+    <cache_dir>/media/packs/<name>           media objects, appended (pixvcs.packcache)
+    <cache_dir>/media/tmp/                   large downloads in progress
 
 History is fetched (git objects only) into the mirror each time a remote is
 opened, and the version is listed from it by the same code as a local
 repository (:class:`pixvcs.dataset.LocalSource`). Media objects are fetched
 only when read, in batches, through the endpoint's ``download`` (which
 verifies every object against its oid), into a store shared by every dataset
-of the cache directory. The store is bounded: last use is an object's
-modification time (set on every read, the content never changes), and when
-the store outgrows its bound the least recently used objects are unlinked.
+of the cache directory. The store is bounded: it records when each pack was
+last read, and when it outgrows its bound the least recently used packs are
+removed.
 
-Several processes may read at once: objects are immutable files published
-by rename, eviction only unlinks them (a reader holding the file open still
-reads it whole), and a reader that loses the race simply fetches the object
-again. Nothing here holds a handle across pickling.
+Several processes may read at once: each appends to packs of its own, the
+index is one SQLite database (WAL), eviction removes a pack's index rows
+before it unlinks the file, and a reader that loses a race (the object's pack
+went) simply fetches the object again. Nothing here holds a handle across
+pickling.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import os
+import shutil
 import threading
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,12 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import fsutil
 from .errors import CorruptObject, MissingMedia, RemoteError
-from .media import MediaStore
+from .packcache import PACK_LIMIT, PackStore, writer_alive
 from .pointer import is_oid
 
 if TYPE_CHECKING:
     from .dataset import ImageFacts, SourceEntry
-    from .remote import Endpoint
+    from .remote import Endpoint, Received
 
 #: Default bound of the shared media store, in bytes.
 DEFAULT_CACHE_SIZE = 10 << 30
@@ -49,8 +52,11 @@ DEFAULT_CACHE_SIZE = 10 << 30
 _ATTEMPTS = 8
 #: Objects per download when reading ahead (one git-lfs Batch API request each).
 FETCH_BATCH = 100
-#: Downloads in flight ahead of the consumer (objects land on disk, not in memory).
+#: Downloads in flight ahead of the consumer.
 FETCH_DEPTH = 3
+#: Bytes of one read-ahead download kept in memory for the consumer (verified
+#: once, on arrival); the rest of it is read back from the cache (and hashed).
+HANDOFF_BYTES = 32 << 20
 
 
 def default_cache_dir(environ: Mapping[str, str] | None = None) -> str:
@@ -68,19 +74,25 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> str:
 class MediaCache:
     """The bounded media store of a cache directory (one per process and directory).
 
-    ``size`` is the bound in bytes. Each process keeps an estimate of the
-    store's total (a scan, plus what it downloaded since) and rescans when the
+    Objects live in pack files (:class:`pixvcs.packcache.PackStore`). ``size``
+    is the bound in bytes. Each process keeps an estimate of the store's total
+    (the index's sum, plus what it downloaded since) and looks again when the
     estimate exceeds the bound or after downloading a sixteenth of it (so it
-    notices what other processes added); over the bound, it unlinks the least
-    recently used objects down to 90% of the bound. Objects this process is
-    reading right now are never chosen.
+    notices what other processes added); over the bound, it removes the least
+    recently used packs down to 90% of the bound. Never removed: a pack holding
+    an object this process is reading right now, and a pack some live process
+    is still appending to. Packs are at most a sixteenth of the bound (and
+    :data:`pixvcs.packcache.PACK_LIMIT`), so the bound stays fine-grained.
     """
 
     def __init__(self, root: str, size: int = DEFAULT_CACHE_SIZE) -> None:
-        self.store: MediaStore = _CacheStore.create(root)
+        legacy = os.path.join(root, "objects")
+        if os.path.isdir(legacy):  # one file per object (pixvcs before packs): derived data
+            shutil.rmtree(legacy, ignore_errors=True)
+        self.store = PackStore.create(root, pack_limit=min(PACK_LIMIT, max(1, size // 16)))
         self.size = size
         self._lock = threading.Lock()
-        self._scanned: int | None = None  # total at the last scan
+        self._scanned: int | None = None  # total at the last look
         self._added = 0  # bytes this process added since
         self._busy: Counter[str] = Counter()
         self.fetched = 0  # objects this process fetched into the store (for tests, stats)
@@ -90,15 +102,11 @@ class MediaCache:
         return self.store.root
 
     def read(self, oid: str) -> builtins.bytes:
-        """Verified bytes, marking the object used; FileNotFoundError or CorruptObject."""
-        data = self.store.read(oid)
-        with suppress(OSError):  # another user's object, or evicted meanwhile: fine
-            os.utime(self.store.path(oid))
-        return data
+        """Verified bytes, marking the object's pack used; FileNotFoundError or CorruptObject."""
+        return self.store.read(oid)
 
     def discard(self, oid: str) -> None:
-        with suppress(FileNotFoundError):
-            self.store.remove(oid)
+        self.store.remove(oid)
 
     def hold(self, oids: Sequence[str]) -> None:
         with self._lock:
@@ -115,20 +123,12 @@ class MediaCache:
             self._added += nbytes
 
     def total(self) -> int:
-        return sum(size for _, _, size in self._scan())
-
-    def _scan(self) -> Iterator[tuple[str, float, int]]:
-        """(oid, last use, size) of every object in the store."""
-        for oid in self.store:
-            try:
-                st = os.stat(self.store.path(oid))
-            except FileNotFoundError:  # evicted by another process meanwhile
-                continue
-            yield oid, st.st_mtime, st.st_size
+        """Bytes of every pack (records, headers and forgotten records included)."""
+        return self.store.total()
 
     def maybe_evict(self) -> int:
         """Enforce the bound if this process's estimate says so; returns how
-        many objects were unlinked."""
+        many packs were removed."""
         with self._lock:
             due = (
                 self._scanned is None
@@ -137,35 +137,22 @@ class MediaCache:
             )
             if not due:
                 return 0
-            objects = sorted(self._scan(), key=lambda t: t[1])
-            total = sum(size for _, _, size in objects)
+            self.store.record_use()
+            total = self.store.total()
             removed = 0
             if total > self.size:
                 target = self.size * 9 // 10
-                for oid, _, size in objects:
+                busy = self.store.packs_of(self._busy) | self.store.unindexed()
+                for name, nbytes, _used, writer in self.store.packs():
                     if total <= target:
                         break
-                    if self._busy.get(oid):
+                    if name in busy or writer_alive(writer):
                         continue
-                    with suppress(FileNotFoundError):  # another process evicted it too
-                        self.store.remove(oid)
-                        removed += 1
-                    total -= size
+                    self.store.drop_pack(name)
+                    removed += 1
+                    total -= nbytes
             self._scanned, self._added = total, 0
             return removed
-
-
-class _CacheStore(MediaStore):
-    """A media store whose downloads are published without a ``syncfs``.
-
-    A repository's store makes objects durable before it names them; a cache
-    need not: every cached object is hashed on every read, so one torn by a
-    crash reads as corrupt, is discarded and fetched again. (The download
-    syncs once per batch through :meth:`sync`; on a busy disk that flushes
-    everyone's writes, which used to cost more than the download.)"""
-
-    def sync(self) -> None:
-        pass
 
 
 _caches: dict[tuple[int, str, int], MediaCache] = {}
@@ -332,42 +319,62 @@ class RemoteSource:
         cache = self._cache()
         chunks = [oids[i : i + FETCH_BATCH] for i in range(0, len(oids), FETCH_BATCH)]
         todo = iter(chunks)
-        pending: deque[tuple[Sequence[str], Future[None]]] = deque()
+        pending: deque[tuple[Sequence[str], dict[str, builtins.bytes], Future[None]]] = deque()
         pool = ThreadPoolExecutor(max_workers=FETCH_DEPTH, thread_name_prefix="pixvcs-fetch")
 
         def submit() -> None:
             chunk = next(todo, None)
             if chunk is not None:
                 cache.hold(chunk)  # released once read (or abandoned)
-                pending.append((chunk, pool.submit(self._fetch_missing, cache, chunk)))
+                handed: dict[str, builtins.bytes] = {}
+                future = pool.submit(self._fetch_missing, cache, chunk, handed)
+                pending.append((chunk, handed, future))
 
         try:
             for _ in range(FETCH_DEPTH):
                 submit()
             while pending:
-                chunk, future = pending.popleft()
+                chunk, handed, future = pending.popleft()
                 try:
                     try:
                         future.result()
                     except (MissingMedia, RemoteError, CorruptObject):
                         # one object of the batch failed it: read the batch one by
                         # one, so what precedes it is returned and the error names it
-                        pass
+                        handed.clear()
                     submit()
                     for oid in chunk:
-                        yield self._read_one(cache, oid)
+                        data = handed.get(oid)
+                        # verified on arrival, by this process, moments ago
+                        yield data if data is not None else self._read_one(cache, oid)
+                    handed.clear()
                 finally:
                     cache.release(chunk)
                 cache.maybe_evict()
         finally:
-            for _, future in pending:
+            for _, _, future in pending:
                 future.cancel()
             pool.shutdown(wait=True)
-            for chunk, _ in pending:
+            for chunk, _, _ in pending:
                 cache.release(chunk)
 
-    def _fetch_missing(self, cache: MediaCache, oids: Sequence[str]) -> None:
-        self._fetch([o for o in dict.fromkeys(oids) if not cache.store.has(o)])
+    def _fetch_missing(
+        self,
+        cache: MediaCache,
+        oids: Sequence[str],
+        handed: dict[str, builtins.bytes] | None = None,
+    ) -> None:
+        """Fetch what the cache lacks; with ``handed``, keep the verified bytes
+        the download had in memory there too (up to :data:`HANDOFF_BYTES`)."""
+        budget = HANDOFF_BYTES
+
+        def received(oid: str, data: builtins.bytes) -> None:
+            nonlocal budget
+            if handed is not None and len(data) <= budget:
+                handed[oid] = data
+                budget -= len(data)
+
+        self._fetch([o for o in dict.fromkeys(oids) if not cache.store.has(o)], received)
 
     def close(self) -> None:
         """Release the mirror and the endpoint (both reopen lazily on the next read)."""
@@ -435,7 +442,7 @@ class RemoteSource:
             self._fetch([oid])
         raise MissingMedia([("", oid)], f"{cache.root} (evicted as fast as it was fetched)")
 
-    def _fetch(self, oids: Sequence[str]) -> None:
+    def _fetch(self, oids: Sequence[str], received: Received | None = None) -> None:
         if not oids:
             return
         for oid in oids:
@@ -444,7 +451,7 @@ class RemoteSource:
         endpoint = self._get_endpoint()
         cache = self._cache()
         try:
-            endpoint.download(oids, cache.store, _no_progress)
+            endpoint.download(oids, cache.store, _no_progress, received=received)
         except (FileNotFoundError, RemoteError):
             gone = endpoint.missing(oids)
             if gone:

@@ -33,10 +33,25 @@ turns each into a one-line message and a non-zero exit code::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+
+def _rebuild(cls: type[PixvcsError], args: tuple[Any, ...], state: dict[str, Any]) -> PixvcsError:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
 
 
 class PixvcsError(Exception):
-    """Root of every error pixvcs raises deliberately."""
+    """Root of every error pixvcs raises deliberately.
+
+    Picklable whatever a subclass's ``__init__`` takes (an error raised in a
+    worker process, a DataLoader worker or a multiprocessing pool reaches the
+    parent intact: unpickling rebuilds it without calling ``__init__``)."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
     exit_code = 1
 

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse, urlunparse
 from . import fsutil, multi
 from .errors import CorruptObject, RemoteError, UsageError
 from .media import MediaStore
-from .remote import BATCH, Progress, redact
+from .remote import BATCH, Progress, Received, redact
 
 if TYPE_CHECKING:
     import httpx
@@ -245,10 +245,13 @@ class HttpEndpoint:
         progress: Progress,
         *,
         sizes: Mapping[str, int] | None = None,
+        received: Received | None = None,
     ) -> None:
         """Download ``oids`` into ``dest``: batches of :data:`BATCH`, a few in
         flight; each batch's verified temp files are made durable with one sync
-        and renamed into place; one last sync makes all the renames durable."""
+        and renamed into place; one last sync makes all the renames durable.
+        ``received`` gets the verified bytes of the objects a pixvcs-multi
+        answer carried in memory (from a worker thread, before they are stored)."""
         os.makedirs(dest.tmp_dir, exist_ok=True)
         batches = [
             [o for o in oids[start : start + BATCH] if not dest.has(o)]
@@ -260,7 +263,8 @@ class HttpEndpoint:
             ThreadPoolExecutor(max_workers=BATCHES_IN_FLIGHT) as batches_pool,
         ):
             futures = [
-                batches_pool.submit(self._download_batch, b, dest, sizes, pool) for b in batches
+                batches_pool.submit(self._download_batch, b, dest, sizes, pool, received)
+                for b in batches
             ]
             try:
                 for future, batch in zip(futures, batches, strict=True):
@@ -283,6 +287,7 @@ class HttpEndpoint:
         dest: MediaStore,
         sizes: Mapping[str, int] | None,
         pool: ThreadPoolExecutor,
+        received: Received | None = None,
     ) -> list[tuple[str, str]]:
         """Verified temp files (not yet durable) of one batch."""
         if not batch:
@@ -302,7 +307,7 @@ class HttpEndpoint:
             known = sizes.get(obj["oid"]) if sizes else None
             work.append((obj["oid"], known if known is not None else size, *action))
         if transfer == multi.NAME:
-            return self._download_multi(work, dest, known=sizes or {})
+            return self._download_multi(work, dest, known=sizes or {}, received=received)
 
         def one(item: tuple[str, int, str, dict[str, str]]) -> tuple[str, str]:
             oid, size, href, header = item
@@ -327,6 +332,7 @@ class HttpEndpoint:
         dest: MediaStore,
         *,
         known: Mapping[str, int],
+        received: Received | None = None,
     ) -> list[tuple[str, str]]:
         """One pixvcs-multi request for a batch's objects (one href for all)."""
         import httpx
@@ -352,6 +358,7 @@ class HttpEndpoint:
                     max_size=self.max_object_size,
                     max_records=len(oids),
                     wanted={oid: known.get(oid) for oid in oids},
+                    received=received,
                 )
         except multi.StreamError as e:
             if e.oid:

@@ -130,9 +130,12 @@ def receive(
     max_records: int,
     wanted: Mapping[str, int | None] | None = None,
     keep: Callable[[str], bool] = lambda oid: True,
+    received: Callable[[str, bytes], None] | None = None,
 ) -> list[tuple[str, str]]:
     """Read a whole stream; return ``(temp file, oid)`` of every verified record
     ``keep`` says to store (not yet durable: the caller syncs and publishes).
+    ``received`` is called with each verified record that was read in memory
+    (up to :data:`IN_MEMORY` bytes), so a reader need not read and hash it again.
 
     ``wanted`` (a download): the oids asked for, with the size each must have
     (None: any); every one must come, once, and nothing else. Without it (an
@@ -162,7 +165,7 @@ def receive(
                 raise StreamError(413, f"more than {max_records} objects in one request")
             if size > max_size:
                 raise StreamError(413, f"object {oid} is larger than the cap ({max_size} bytes)")
-            tmp = _receive_one(reader, dest, oid, size, keep(oid))
+            tmp = _receive_one(reader, dest, oid, size, keep(oid), received)
             if tmp is not None:
                 temps.append((tmp, oid))
         if wanted is not None and len(seen) < len(wanted):
@@ -176,7 +179,14 @@ def receive(
     return temps
 
 
-def _receive_one(reader: _Reader, dest: MediaStore, oid: str, size: int, keep: bool) -> str | None:
+def _receive_one(
+    reader: _Reader,
+    dest: MediaStore,
+    oid: str,
+    size: int,
+    keep: bool,
+    received: Callable[[str, bytes], None] | None,
+) -> str | None:
     truncated = f"the stream ended inside object {oid} (truncated)"
     if size <= IN_MEMORY:
         data = reader.exact(size)
@@ -185,6 +195,8 @@ def _receive_one(reader: _Reader, dest: MediaStore, oid: str, size: int, keep: b
         got = hashlib.sha256(data).hexdigest()
         if got != oid:
             raise StreamError(422, f"object {oid}: the bytes hash to {got}", oid, got)
+        if received is not None:
+            received(oid, data)
         return dest.write_temp(data, oid) if keep else None
     digest = hashlib.sha256()
     tmp = fsutil.unique_tmp(dest.tmp_dir, "multi-") if keep else None

@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     from .s3media import S3Media
 
 Progress = Callable[[str, int, int], None]
+#: Called by a download with an object's verified bytes when it holds them in
+#: memory anyway (an optional shortcut: the object is also stored in ``dest``).
+Received = Callable[[str, bytes], None]
 BATCH = 100  # objects per batch: one sync per batch on the receiving side
 
 
@@ -66,6 +69,7 @@ class Endpoint(Protocol):
         progress: Progress,
         *,
         sizes: Mapping[str, int] | None = None,
+        received: Received | None = None,
     ) -> None: ...
 
     def upload(self, oids: Sequence[str], src: MediaStore, progress: Progress) -> int: ...
@@ -181,6 +185,7 @@ class DirectoryEndpoint:
         progress: Progress,
         *,
         sizes: Mapping[str, int] | None = None,
+        received: Received | None = None,
     ) -> None:
         if self.s3 is not None:
             self.s3.download(oids, dest, progress)

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ import pixvcs
 from pixvcs import CorruptObject, MissingMedia, RemoteError, Repo
 from pixvcs.cache import MediaCache, RemoteSource, default_cache_dir
 from pixvcs.media import MediaStore
+from pixvcs.packcache import PackStore
 from pixvcs.server import make_app, make_server
 from tests.conftest import AUTHOR
 from tests.imagegen import make_dataset, write_image
@@ -37,7 +39,22 @@ class Remote:
 
 
 def _cached(cache: Path) -> list[str]:
-    return sorted(MediaStore(str(cache / "media")))
+    return sorted(PackStore(str(cache / "media")))
+
+
+def _rot(cache: Path, oid: str) -> None:
+    """Overwrite the start of a cached object's bytes in its pack (same size)."""
+    pack, offset, _size = PackStore(str(cache / "media")).locate(oid)
+    with open(pack, "r+b") as f:
+        f.seek(offset)
+        f.write(b"rotten")
+
+
+def _cached_digest(cache: Path, oid: str) -> str:
+    pack, offset, size = PackStore(str(cache / "media")).locate(oid)
+    with open(pack, "rb") as f:
+        f.seek(offset)
+        return hashlib.sha256(f.read(size)).hexdigest()
 
 
 def _push_v1(work: Repo) -> tuple[dict[str, bytes], str]:
@@ -148,13 +165,10 @@ def test_a_corrupt_cached_object_is_fetched_again(remote: Remote, tmp_path: Path
     ds = _open(remote, cache)
     record = ds[1]
     assert record.bytes() == remote.files[record.path]
-    path = MediaStore(str(cache / "media")).path(record.oid)
-    os.chmod(path, 0o644)
-    with open(path, "r+b") as f:
-        f.write(b"rotten")
+    _rot(cache, record.oid)
+    assert _cached_digest(cache, record.oid) != record.oid
     assert record.bytes() == remote.files[record.path]  # detected, re-fetched, verified
-    with open(path, "rb") as f:
-        assert hashlib.sha256(f.read()).hexdigest() == record.oid
+    assert _cached_digest(cache, record.oid) == record.oid
 
 
 def test_corruption_that_survives_a_fetch_raises(
@@ -164,9 +178,9 @@ def test_corruption_that_survives_a_fetch_raises(
     fetches: list[list[str]] = []
     real_fetch = RemoteSource._fetch
 
-    def counting(self: RemoteSource, oids: list[str]) -> None:
+    def counting(self: RemoteSource, oids: list[str], *rest: Any) -> None:
         fetches.append(list(oids))
-        real_fetch(self, oids)
+        real_fetch(self, oids, *rest)
 
     def rotten(self: MediaCache, oid: str) -> bytes:  # a disk that corrupts every write
         raise CorruptObject(oid, "0" * 64, self.root)
@@ -257,18 +271,12 @@ def test_cached_objects_are_hashed_on_every_read(remote: Remote, tmp_path: Path)
     cache = tmp_path / "cache"
     ds = _open(remote, cache)  # the default verify="untrusted"
     assert dict((r.path, d) for r, d in ds.iter_bytes()) == remote.files
-    store = MediaStore(str(cache / "media"))
     for record in (ds[0], ds[3]):
-        path = store.path(record.oid)
-        os.chmod(path, 0o644)
-        with open(path, "r+b") as f:
-            f.write(b"rotten")
-        os.chmod(path, 0o444)
+        _rot(cache, record.oid)
     assert ds[0].bytes() == remote.files[ds[0].path]
     assert dict((r.path, d) for r, d in ds.iter_bytes()) == remote.files
     for record in (ds[0], ds[3]):
-        with open(store.path(record.oid), "rb") as f:
-            assert hashlib.sha256(f.read()).hexdigest() == record.oid
+        assert _cached_digest(cache, record.oid) == record.oid
 
 
 def test_iter_bytes_fetches_ahead_in_batches(
@@ -279,9 +287,9 @@ def test_iter_bytes_fetches_ahead_in_batches(
     fetches: list[list[str]] = []
     real_fetch = RemoteSource._fetch
 
-    def counting(self: RemoteSource, oids: list[str]) -> None:
+    def counting(self: RemoteSource, oids: list[str], *rest: Any) -> None:
         fetches.append(list(oids))
-        real_fetch(self, oids)
+        real_fetch(self, oids, *rest)
 
     monkeypatch.setattr(pixvcs.cache, "FETCH_BATCH", 2)
     monkeypatch.setattr(RemoteSource, "_fetch", counting)
