@@ -34,7 +34,6 @@ import threading
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from . import fsutil
@@ -374,7 +373,7 @@ class RemoteSource:
                 handed[oid] = data
                 budget -= len(data)
 
-        self._fetch([o for o in dict.fromkeys(oids) if not cache.store.has(o)], received)
+        self._fetch(cache.store.absent(dict.fromkeys(oids)), received)
 
     def close(self) -> None:
         """Release the mirror and the endpoint (both reopen lazily on the next read)."""
@@ -420,7 +419,7 @@ class RemoteSource:
         cache = self._cache()
         cache.hold(oids)
         try:
-            self._fetch([o for o in dict.fromkeys(oids) if not cache.store.has(o)])
+            self._fetch(cache.store.absent(dict.fromkeys(oids)))
             out = [self._read_one(cache, oid) for oid in oids]
         finally:
             cache.release(oids)
@@ -457,11 +456,7 @@ class RemoteSource:
             if gone:
                 raise MissingMedia([("", o) for o in gone], self._describe()) from None
             raise
-        size = 0
-        for oid in oids:
-            with suppress(FileNotFoundError):
-                size += cache.store.size(oid)
-        cache.added(len(oids), size)
+        cache.added(len(oids), cache.store.bytes_of(oids))
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:

@@ -254,7 +254,7 @@ class HttpEndpoint:
         answer carried in memory (from a worker thread, before they are stored)."""
         os.makedirs(dest.tmp_dir, exist_ok=True)
         batches = [
-            [o for o in oids[start : start + BATCH] if not dest.has(o)]
+            dest.absent(oids[start : start + BATCH])
             for start in range(0, len(oids), BATCH)
         ]
         done = 0

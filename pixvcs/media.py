@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import suppress
 
 from . import fsutil
@@ -41,6 +41,10 @@ class MediaStore:
 
     def has(self, oid: str) -> bool:
         return os.path.exists(self.path(oid))
+
+    def absent(self, oids: Iterable[str]) -> list[str]:
+        """The oids of ``oids`` the store lacks, in order."""
+        return [o for o in oids if not self.has(o)]
 
     def add_bytes(self, data: bytes, *, oid: str | None = None, durable: bool = True) -> str:
         """Store ``data``; return its oid. ``durable=False`` leaves the final

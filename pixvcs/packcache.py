@@ -160,8 +160,35 @@ class PackStore(MediaStore):
             row = self._conn().execute("SELECT 1 FROM objects WHERE oid = ?", (oid,)).fetchone()
         return row is not None
 
+    def absent(self, oids: Iterable[str]) -> list[str]:
+        wanted = list(oids)
+        have: set[str] = set()
+        with self._lock:
+            db = self._conn()
+            for i in range(0, len(wanted), 500):
+                part = wanted[i : i + 500]
+                marks = ",".join("?" * len(part))
+                have.update(
+                    r[0] for r in db.execute(f"SELECT oid FROM objects WHERE oid IN ({marks})", part)
+                )
+        return [o for o in wanted if o not in have]
+
     def size(self, oid: str) -> int:
         return self.locate(oid)[2]
+
+    def bytes_of(self, oids: Sequence[str]) -> int:
+        """Total size of those of ``oids`` that are cached."""
+        total = 0
+        with self._lock:
+            db = self._conn()
+            for i in range(0, len(oids), 500):
+                part = list(oids[i : i + 500])
+                marks = ",".join("?" * len(part))
+                row = db.execute(
+                    f"SELECT coalesce(sum(size), 0) FROM objects WHERE oid IN ({marks})", part
+                ).fetchone()
+                total += int(row[0])
+        return total
 
     def __iter__(self) -> Iterator[str]:
         with self._lock:
@@ -180,7 +207,8 @@ class PackStore(MediaStore):
         head = b"%s %d\n" % (oid.encode("ascii"), len(data))
         name, fd, start = self._reserve(len(head) + len(data))
         try:
-            _pwrite_all(fd, [head, data], start)
+            if os.pwritev(fd, [head, data], start) != len(head) + len(data):
+                _pwrite_all(fd, [head + data], start)  # a short write: finish it plainly
         finally:
             self._written(name)
         return os.path.join(self.packs_dir, f"{name}{_TOKEN}{start + len(head)}#{len(data)}")

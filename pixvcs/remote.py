@@ -217,7 +217,7 @@ def _copy_verified(
     clone --local`` links objects; see format.md, "Remotes"); else written to a temp file,
     made durable with one sync per :data:`BATCH` and renamed into place. The
     workers run ahead while a batch syncs; one last sync covers the links."""
-    todo = [o for o in oids if not dest.has(o)]
+    todo = dest.absent(oids)
     if not todo:
         progress(stage, len(oids), len(oids))
         return 0

@@ -511,7 +511,7 @@ class S3Media:
         done = 0
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             for start in range(0, len(oids), BATCH):
-                batch = [o for o in oids[start : start + BATCH] if not dest.has(o)]
+                batch = dest.absent(oids[start : start + BATCH])
                 futures = [pool.submit(one, o) for o in batch]
                 temps: list[tuple[str, str]] = []
                 failures: list[BaseException] = []
