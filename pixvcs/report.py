@@ -26,9 +26,10 @@ import re
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .check import CheckResult, Violation
+if TYPE_CHECKING:  # check imports numpy (through neardup): not for a diff report
+    from .check import CheckResult, Violation
 
 FORMATS = ("text", "json", "markdown", "html", "junit")
 #: Violations shown per rule in Markdown and text (all are in JSON).

@@ -17,7 +17,7 @@ from typing import cast
 
 from dulwich.errors import ObjectFormatException
 from dulwich.object_store import BaseObjectStore
-from dulwich.objects import Blob, ObjectID, ShaFile, Tree
+from dulwich.objects import Blob, ObjectID, ShaFile, Tree, parse_tree
 
 from .errors import UnsafeTreeEntry
 
@@ -59,6 +59,21 @@ def read_tree(store: BaseObjectStore, tree_id: bytes) -> Tree:
     return obj
 
 
+def entries(store: BaseObjectStore, tree_id: bytes) -> list[tuple[bytes, int, bytes]]:
+    """A tree's ``(name, mode, hex sha)`` entries, unsorted, straight from the
+    raw object (dulwich's C parser; no :class:`Tree` built, nothing sorted)."""
+    try:
+        type_num, raw = store.get_raw(ObjectID(tree_id))
+    except (ObjectFormatException, ValueError) as e:
+        raise UnsafeTreeEntry(tree_id.decode(), f"malformed tree object: {e}") from None
+    if type_num != Tree.type_num:
+        raise UnsafeTreeEntry(tree_id.decode(), f"expected a tree, found object type {type_num}")
+    try:
+        return list(parse_tree(raw, len(tree_id) // 2))
+    except (ObjectFormatException, ValueError) as e:
+        raise UnsafeTreeEntry(tree_id.decode(), f"malformed tree object: {e}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     path: str
@@ -94,10 +109,10 @@ def diff(
     sides share were validated when the old side was checked out."""
     if old_id == new_id:
         return
-    old_set = set(read_tree(store, old_id).iteritems()) if old_id else set()
-    new_set = set(read_tree(store, new_id).iteritems()) if new_id else set()
-    old = {e.path: (e.mode, e.sha) for e in old_set - new_set}
-    new = {e.path: (e.mode, e.sha) for e in new_set - old_set}
+    old_set = set(entries(store, old_id)) if old_id else set()
+    new_set = set(entries(store, new_id)) if new_id else set()
+    old = {name: (mode, sha) for name, mode, sha in old_set - new_set}
+    new = {name: (mode, sha) for name, mode, sha in new_set - old_set}
     for name in new:
         check_name(name, prefix)
     for name in sorted(old.keys() | new.keys()):

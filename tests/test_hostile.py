@@ -15,6 +15,7 @@ import os
 import signal
 import stat
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,7 +249,12 @@ def _rollback(w: World, cid: str) -> None:
     w.repo.rollback(cid, author=AUTHOR)
 
 
+def _diff(w: World, cid: str) -> None:
+    w.repo.diff("HEAD", cid)
+
+
 OPERATIONS = {
+    "diff": _diff,
     "checkout": _checkout,
     "checkout-force": _checkout_force,
     "checkout-branch": _checkout_branch,
@@ -275,6 +281,36 @@ def test_unsafe_tree_entries_are_refused_before_anything_is_written(
     world: World, case: str, op: str
 ) -> None:
     cid = hostile_commit(world.root, UNSAFE_TREES[case])
+    head = world.repo.head_commit()
+    assert head is not None
+    before = world.snapshot()
+    with pytest.raises(UnsafeTreeEntry):
+        OPERATIONS[op](world, cid)
+    _assert_untouched(world, before, head)
+
+
+def _loose_object(git_dir: Path, kind: bytes, body: bytes) -> bytes:
+    """Write a loose object with arbitrary (possibly malformed) contents."""
+    raw = kind + b" %d\x00" % len(body) + body
+    sha = hashlib.sha1(raw).hexdigest()
+    path = git_dir / "objects" / sha[:2] / sha[2:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(zlib.compress(raw))
+    return sha.encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"100644 cut.png\x00" + b"\x01" * 7,  # the entry's id is cut short
+        b"10x644 bad-mode.png\x00" + b"\x01" * 20,
+        b"100644 no-nul.png" + b"\x01" * 20,
+    ],
+)
+@pytest.mark.parametrize("op", ["diff", "checkout"])
+def test_malformed_tree_objects_are_refused(world: World, body: bytes, op: str) -> None:
+    bad = _loose_object(world.root / ".pixvcs", b"tree", body)
+    cid = hostile_commit(world.root, lambda g: {b"cats": (DIR, Sha(bad))})
     head = world.repo.head_commit()
     assert head is not None
     before = world.snapshot()
