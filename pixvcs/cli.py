@@ -834,19 +834,32 @@ def fsck(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    help="Seconds: keep temporary files, and unreachable objects of a bucket "
+    "(media in S3, where a push may not have moved its ref yet), younger than this.",
+)
 @json_option
 @click.pass_context
 @handle_errors
-def gc(ctx: click.Context, as_json: bool) -> None:
-    """Remove media objects no ref or index entry reaches; pack loose git objects."""
+def gc(ctx: click.Context, grace: float, as_json: bool) -> None:
+    """Remove media objects no ref or index entry reaches; pack loose git objects.
+
+    In a bare repository whose media are in S3, the bucket is swept instead:
+    unreachable objects older than --grace, and staged uploads (incoming/)
+    older than --grace or than their presigned URLs' lifetime, are deleted."""
     with open_repo(ctx) as repo:
-        report = repo.gc(progress=progress_for(as_json))
+        report = repo.gc(progress=progress_for(as_json), grace=grace)
     if as_json:
         emit_json(report.to_json())
         return
+    young = f", {report.kept_young} unreachable but younger than --grace" if report.kept_young else ""
     click.echo(
         f"removed {report.removed_media} unreachable media object(s) "
-        f"({report.removed_bytes} bytes), kept {report.kept_media}, "
+        f"({report.removed_bytes} bytes) from {report.media}, kept {report.kept_media}{young}, "
         f"packed {report.packed_objects} loose git object(s)"
     )
 

@@ -13,10 +13,11 @@ from dulwich.objects import Blob, Commit, Tag, Tree
 
 from . import trees
 from .errors import MissingObject, UnsafeTreeEntry
-from .pointer import looks_like_pointer, parse_pointer
+from .pointer import is_oid, looks_like_pointer, parse_pointer
 
 if TYPE_CHECKING:
     from .repo import Progress, Repo
+    from .s3media import S3Media
 
 
 @dataclass
@@ -49,14 +50,21 @@ class GcReport:
     kept_media: int = 0
     packed_objects: int = 0
     removed_temp: int = 0
+    #: Unreachable objects kept because they are younger than the grace period
+    #: (media in S3 only: a push may have uploaded them and not yet moved its ref).
+    kept_young: int = 0
+    #: Where the media are: ``"lfs"`` or the ``s3://`` URL.
+    media: str = "lfs"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "removed_media": self.removed_media,
             "removed_bytes": self.removed_bytes,
             "kept_media": self.kept_media,
+            "kept_young": self.kept_young,
             "packed_objects": self.packed_objects,
             "removed_temp": self.removed_temp,
+            "media": self.media,
         }
 
 
@@ -314,18 +322,58 @@ def _fsck_tree(
             sizes.setdefault(p.oid, {}).setdefault(p.size, path)
 
 
-def gc(repo: Repo, *, progress: Progress) -> GcReport:
+#: Default grace period of ``gc`` for media in S3 and for temporary files.
+GC_GRACE = 3600.0
+
+
+def gc(repo: Repo, *, progress: Progress, grace: float = GC_GRACE) -> GcReport:
     """Remove media objects no ref and no index entry reaches; pack loose git objects.
 
     If any object reachable from a ref is missing, the set of reachable media
-    cannot be known: gc raises MissingObject and removes nothing."""
+    cannot be known: gc raises MissingObject and removes nothing. ``grace``
+    (seconds): temporary files, and unreachable objects of a bucket, younger
+    than this are kept."""
     try:
         keep = _reachable_media(repo)
     except KeyError as e:
         missing = e.args[0] if e.args else b"?"
         name = missing.decode() if isinstance(missing, bytes) else str(missing)
         raise MissingObject(name, "gc needs all of history to know what is unreachable") from None
-    return _sweep(repo, keep, progress)
+    if repo.bare:
+        from .s3media import store_for
+
+        bucket = store_for(repo.git_dir)
+        if bucket is not None:  # media in S3 (format.md, "Media in S3")
+            report = _sweep_bucket(bucket, keep, grace, progress)
+            report.packed_objects = repo.store.pack_loose_objects()
+            return report
+    return _sweep(repo, keep, progress, grace)
+
+
+def _sweep_bucket(bucket: S3Media, keep: set[str], grace: float, progress: Progress) -> GcReport:
+    """Delete the bucket's unreachable objects older than ``grace``, and staged
+    uploads (``incoming/``) older than ``grace`` or than their URLs' lifetime."""
+    report = GcReport(media=bucket.where)
+    cutoff = time.time() - grace
+    doomed: list[str] = []
+    for key, size, modified in bucket.listing("objects/"):
+        oid = key.rsplit("/", 1)[-1]
+        if not is_oid(oid) or key != bucket.key(oid):
+            continue  # not a name pixvcs gives: not ours to delete
+        if oid in keep:
+            report.kept_media += 1
+        elif modified >= cutoff:
+            report.kept_young += 1
+        else:
+            doomed.append(key)
+            report.removed_bytes += size
+    staged_cutoff = time.time() - max(grace, float(bucket.config.expires_in))
+    stale = [k for k, _size, modified in bucket.listing("incoming/") if modified < staged_cutoff]
+    progress("gc", 0, len(doomed) + len(stale))
+    bucket.delete_keys(doomed + stale)
+    progress("gc", len(doomed) + len(stale), len(doomed) + len(stale))
+    report.removed_media, report.removed_temp = len(doomed), len(stale)
+    return report
 
 
 def _reachable_media(repo: Repo) -> set[str]:
@@ -354,7 +402,7 @@ def _reachable_media(repo: Repo) -> set[str]:
     return keep
 
 
-def _sweep(repo: Repo, keep: set[str], progress: Progress) -> GcReport:
+def _sweep(repo: Repo, keep: set[str], progress: Progress, grace: float) -> GcReport:
     report = GcReport()
     removed = []
     for oid in list(repo.media):
@@ -366,7 +414,7 @@ def _sweep(repo: Repo, keep: set[str], progress: Progress) -> GcReport:
         removed.append(oid)
     report.removed_media = len(removed)
     repo.catalog.remove(removed)
-    cutoff = time.time() - 3600
+    cutoff = time.time() - grace
     pack_temps = [
         p for p in _files_in(repo.store.pack_dir) if os.path.basename(p).startswith("tmp-pixvcs-")
     ]

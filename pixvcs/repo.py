@@ -1143,12 +1143,14 @@ class Repo(AbstractContextManager["Repo"]):
 
         return fsck(self, progress=progress)
 
-    def gc(self, *, progress: Progress = _no_progress) -> GcReport:
-        """Remove media objects no ref and no index entry reaches; pack loose git objects."""
-        from .integrity import gc
+    def gc(self, *, progress: Progress = _no_progress, grace: float | None = None) -> GcReport:
+        """Remove media objects no ref and no index entry reaches; pack loose git objects.
+        ``grace`` (seconds, default one hour): temporary files, and a bucket's
+        unreachable objects, younger than this are kept."""
+        from .integrity import GC_GRACE, gc
 
         with self.lock():
-            return gc(self, progress=progress)
+            return gc(self, progress=progress, grace=GC_GRACE if grace is None else grace)
 
     def rebuild_catalog(self, *, progress: Progress = _no_progress) -> dict[str, Any]:
         from .catalog import rebuild

@@ -41,7 +41,7 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, replace
@@ -470,6 +470,40 @@ class S3Media:
 
     def _delete(self, key: str) -> None:
         self._call(f"DELETE {key}", self.client.delete_object, Key=key)
+
+    # listing and bulk deletion (gc)
+    def listing(self, area: str) -> Iterator[tuple[str, int, float]]:
+        """``(key, size, last modified as Unix time)`` of every key under
+        ``PREFIX + area`` (``"objects/"`` or ``"incoming/"``)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        prefix = f"{self.config.prefix}{area}"
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            ):
+                for item in page.get("Contents", []):
+                    yield str(item["Key"]), int(item["Size"]), item["LastModified"].timestamp()
+        except (ClientError, BotoCoreError) as e:
+            raise self._error(e, f"LIST {prefix}") from None
+
+    def delete_keys(self, keys: Sequence[str]) -> None:
+        """Delete keys, 1000 per request; the first key a store refuses is an error."""
+        for start in range(0, len(keys), 1000):
+            part = keys[start : start + 1000]
+            result = self._call(
+                f"DELETE {len(part)} keys",
+                self.client.delete_objects,
+                Delete={"Objects": [{"Key": k} for k in part], "Quiet": True},
+            )
+            errors = result.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise RemoteError(
+                    self.where,
+                    f"DELETE {first.get('Key')}: {first.get('Code', '?')} "
+                    f"{first.get('Message', '')}".strip(),
+                )
 
     # whole objects (directory remotes, the server's own reads)
     def read(self, oid: str) -> bytes:

@@ -168,8 +168,10 @@ An object:
 | `removed_media` | integer | unreferenced media objects deleted |
 | `removed_bytes` | integer | their total size |
 | `kept_media` | integer | media objects still referenced |
+| `kept_young` | integer | unreferenced objects of a bucket kept because they are younger than `--grace` (always 0 for a local store) |
 | `packed_objects` | integer | loose git objects packed |
-| `removed_temp` | integer | stale temporary files (older than an hour) deleted |
+| `removed_temp` | integer | stale temporary files (older than `--grace`) deleted; for media in S3, staged uploads (`incoming/`) |
+| `media` | string | where the media were swept: `"lfs"` (the repository's store) or the bucket's `s3://` URL |
 """,
     "catalog rebuild": """\
 An object: `objects` (integer: media objects decoded) and `invalid` (integer:

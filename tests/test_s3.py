@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -655,3 +656,55 @@ def test_a_storage_error_names_the_storage_not_the_token(tmp_path: Path) -> None
         endpoint.download([oid], dest, lambda *a: None)
     assert "token" not in str(e.value)
     assert list(dest) == [] and dest.stray_temp_files() == []
+
+
+def test_gc_of_a_bare_repository_sweeps_the_bucket(tmp_path: Path, bucket: Bucket) -> None:
+    """gc on a repository whose media are in S3 deletes the bucket's unreachable
+    objects older than the grace period (and stale staged uploads), keeps the
+    reachable ones and young ones, and leaves keys of other shapes alone."""
+    bare = tmp_path / "shared.git"
+    result = CliRunner().invoke(
+        main,
+        ["init", "--bare", str(bare), "--media-url", f"s3://{bucket.name}/gc",
+         "--s3-endpoint", bucket.endpoint],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    a = Repo.init(str(tmp_path / "a"))
+    a.add_remote("origin", str(bare))
+    data = make_dataset(a.root, {"cat": 2, "dog": 1})
+    _commit_all(a, "v1")
+    a.push()
+    a.close()
+    orphan = image_bytes(77)
+    orphan_key = _key("gc/", _oid(orphan))
+    bucket.client.put_object(Bucket=bucket.name, Key=orphan_key, Body=orphan)
+    stray = "gc/objects/notes.txt"  # not a name pixvcs gives
+    bucket.client.put_object(Bucket=bucket.name, Key=stray, Body=b"keep me")
+    staged = f"gc/incoming/{_oid(orphan)}.nonce"
+    bucket.client.put_object(Bucket=bucket.name, Key=staged, Body=orphan)
+
+    out = CliRunner().invoke(main, ["-C", str(bare), "gc", "--json"])  # default grace: 1 h
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.stdout)
+    assert report["media"] == f"s3://{bucket.name}/gc/"
+    assert (report["removed_media"], report["kept_media"], report["kept_young"]) == (0, 3, 1)
+    assert orphan_key in bucket.keys("gc/") and staged in bucket.keys("gc/")
+
+    with Repo.open(str(bare)) as r:
+        swept = r.gc(grace=0)
+    assert (swept.removed_media, swept.removed_bytes, swept.kept_media) == (1, len(orphan), 3)
+    assert swept.removed_temp == 0, "a staged upload lives as long as its presigned URL"
+    left = bucket.keys("gc/")
+    assert orphan_key not in left and stray in left and staged in left
+    assert {k for k in left if "/objects/" in k and k != stray} == {
+        _key("gc/", _oid(d)) for d in data.values()
+    }
+    with Repo.open(str(bare)) as r:  # what is left is still whole
+        assert r.fsck().ok
+    # staged uploads go once their presigned URLs have expired
+    config = bare / "config"
+    config.write_text(config.read_text().replace("expires-in = 3600", "expires-in = 1"))
+    time.sleep(1.5)
+    with Repo.open(str(bare)) as r:
+        swept = r.gc(grace=0)
+    assert swept.removed_temp == 1 and staged not in bucket.keys("gc/")
