@@ -655,12 +655,58 @@ def _git_request(
             return repo
 
     handlers: dict[bytes, Callable[..., Any]] = dict(DEFAULT_HANDLERS)
+    handlers[b"git-upload-pack"] = _upload_pack_handler()
     handlers[b"git-receive-pack"] = _receive_pack_handler(root, s3_for)
     try:
         yield from make_wsgi_chain(_Backend(), handlers=handlers)(environ, start_response)
     finally:
         for repo in opened:
             repo.close()
+
+
+#: Pack bytes an upload-pack response gathers before it frames them (four
+#: full side-band packets).
+PACK_WRITE_BUFFER = 4 * 65515
+
+
+def _upload_pack_handler() -> Callable[..., Any]:
+    from dulwich.server import UploadPackHandler
+
+    class PixvcsUploadPack(UploadPackHandler):
+        """dulwich's upload-pack, its pack data gathered into full side-band
+        packets. dulwich frames every chunk it generates (an object header, a
+        130-byte pointer blob) as its own packet and socket write: 20,000
+        images made some 60,000 writes on the server and as many reads on
+        the client. The bytes and their order are unchanged."""
+
+        def _start_pack_send_phase(self) -> None:
+            super()._start_pack_send_phase()
+            send = self.write_pack_data
+            if getattr(send, "func", None) != self.proto.write_sideband:
+                return  # no side-band: dulwich writes the pack raw, leave it
+            buf = bytearray()
+
+            def flush() -> None:
+                if buf:
+                    send(bytes(buf))
+                    buf.clear()
+
+            def write(data: bytes) -> None:
+                buf.extend(data)
+                if len(buf) >= PACK_WRITE_BUFFER:
+                    flush()
+
+            write_pkt_line = self.proto.write_pkt_line
+
+            def pkt_line(line: bytes | None) -> None:
+                if line is None:  # the flush-pkt that ends the response: pack data first
+                    flush()
+                write_pkt_line(line)
+
+            self.write_pack_data = write
+            self.proto.write_pkt_line = pkt_line  # type: ignore[method-assign]
+
+    return PixvcsUploadPack
 
 
 def _receive_pack_handler(root: str, s3_for: Callable[[str], S3Media | None]) -> Callable[..., Any]:

@@ -8,6 +8,8 @@ import base64
 import hashlib
 import json
 import os
+import random
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -620,3 +622,37 @@ def test_a_stale_ref_lock_on_the_server_is_recovered(tmp_path: Path, server: Ser
         assert r.branches() == {"main": head}
     assert not lock.exists()
     a.close()
+
+
+def test_a_history_bigger_than_the_pack_write_buffer_clones_whole(
+    tmp_path: Path, server: Server
+) -> None:
+    """upload-pack gathers pack data into full side-band packets: a history of
+    several such buffers (incompressible ordinary blobs, many small pointer
+    blobs) reaches pixvcs and stock git byte for byte."""
+    from pixvcs.server import PACK_WRITE_BUFFER
+
+    a = _new(tmp_path, "a", server.url())
+    rng = random.Random(7)
+    blobs = {f"notes/{i}.bin": rng.randbytes(PACK_WRITE_BUFFER // 3) for i in range(8)}
+    for path, data in blobs.items():
+        Path(a.root, path).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.root, path).write_bytes(data)
+    make_dataset(a.root, {"cat": 40})
+    head = _commit_all(a, "big")
+    a.push()
+    b = Repo.clone(server.url(), str(tmp_path / "b"))
+    assert b.head_commit() == head and snapshot(b.root) == snapshot(a.root)
+    assert b.fsck().ok
+    git = tmp_path / "git-clone"
+    subprocess.run(
+        ["git", "clone", "-q", server.url(), str(git)],
+        check=True,
+        env={**os.environ, "GIT_LFS_SKIP_SMUDGE": "1", "GIT_TERMINAL_PROMPT": "0"},
+    )
+    for path, data in blobs.items():
+        assert (git / path).read_bytes() == data
+    fsck = subprocess.run(["git", "-C", str(git), "fsck", "--full"], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stderr
+    a.close()
+    b.close()
