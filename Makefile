@@ -43,6 +43,7 @@ bench: install system-deps
 	$(BIN)/python bench/transfer_bench.py
 	$(BIN)/python bench/crawl_bench.py
 	$(BIN)/python bench/status_bench.py
+	$(BIN)/python bench/change_bench.py
 	$(BIN)/python bench/read_bench.py
 	$(BIN)/python bench/neardup_bench.py --md bench/results.md
 
