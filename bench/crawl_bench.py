@@ -1,9 +1,13 @@
 """Crawl throughput: images per second from a loopback HTTP server, pixvcs against
 img2dataset on the same URL list in the same run.
 
-The server (a separate process: ThreadingHTTPServer, HTTP/1.1 keep-alive) serves
-the first N images of the generated benchmark dataset (bench/gen_dataset.py:
-10-60 KB JPEGs). Measured, each from a cold start of its command:
+The server (a separate process: ThreadingHTTPServer, HTTP/1.1 keep-alive,
+TCP_NODELAY) serves the first N images of the generated benchmark dataset
+(bench/gen_dataset.py: 10-60 KB JPEGs). Without TCP_NODELAY every response sat
+~44 ms behind Nagle's algorithm and the client's delayed ACK (measured: 44.3 ms a
+request on one connection, 0.5 ms with it), so runs before 2026-11-27 measured
+connections in flight / 44 ms, not the tools. Measured, each from a cold start of
+its command:
 
 * ``pixvcs crawl --urls`` in-process: fetch, validate (full decode), SHA-256,
   perceptual hash, store (durably), deduplicate, commit on a crawl branch;
@@ -48,6 +52,9 @@ import sys, functools
 from http.server import ThreadingHTTPServer, SimpleHTTPRequestHandler
 class H(SimpleHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as production servers set it (nginx: tcp_nodelay on): without it the
+    # body waits behind the headers for the client's delayed ACK, 40 ms a response
+    disable_nagle_algorithm = True
     def log_message(self, *a): pass
 root, port = sys.argv[1], int(sys.argv[2])
 srv = ThreadingHTTPServer(("127.0.0.1", port), functools.partial(H, directory=root))
@@ -214,9 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "results-crawl.json"))
     ap.add_argument("--md", default=str(HERE / "results.md"), help="results.md to put a section in")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--note", help="conditions of the run worth saying (kept in the results)")
     args = ap.parse_args(argv)
     if args.report_only:
-        write_section(args.md, json.loads(Path(args.out).read_text()))
+        results = json.loads(Path(args.out).read_text())
+        if args.note:
+            results["note"] = args.note
+            Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+        write_section(args.md, results)
         return 0
     assert shutil.which("redis-server"), "redis-server is missing (make system-deps)"
     results: dict[str, Any] = {"cores": os.cpu_count(), "threads_per_process": THREADS, "runs": {}}
@@ -247,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row, indent=1), flush=True)
         shutil.rmtree(work, ignore_errors=True)
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    if args.note:
+        results["note"] = args.note
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     write_section(args.md, results)
     return 0
@@ -261,7 +275,8 @@ def write_section(md: str, results: dict[str, Any]) -> None:
         "",
         f"Run finished {results.get('finished', '?')}, {results['cores']} cores, "
         f"{results['threads_per_process']} fetching threads per process for every tool. "
-        "Generated 10-60 KB JPEGs served by a separate Python HTTP/1.1 process; politeness "
+        "Generated 10-60 KB JPEGs served by a separate Python HTTP/1.1 process (TCP_NODELAY: "
+        "earlier runs, without it, waited ~44 ms a response for delayed ACKs); politeness "
         "off (`--rate 0 --per-host 64`). *pixvcs* = fetch + full decode + SHA-256 + perceptual hash + "
         "store + dedupe + commit; *img2dataset* = fetch + write files (`--resize_mode no "
         "--disable_all_reencoding`, 2 processes: it decodes nothing). Each command timed "
@@ -282,6 +297,8 @@ def write_section(md: str, results: dict[str, Any]) -> None:
         "Ratios above 1 mean pixvcs is faster. Command: `python bench/crawl_bench.py "
         "--sizes 1000,10000`.",
     ]
+    if results.get("note"):
+        lines += ["", f"Note on this run: {results['note']}"]
     splice(md, "crawl-bench", "\n".join(lines))
 
 

@@ -153,7 +153,9 @@ class JobStore:
         os.makedirs(self.dir, exist_ok=True)
         os.makedirs(self.tmp_dir, exist_ok=True)
         state.updated = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        data = json.dumps(state.to_json(), indent=1, sort_keys=False).encode() + b"\n"
+        # no indent: json's C encoder only serves indent=None; the pure-Python one took
+        # 2.5 times as long, at each of the several saves of a job
+        data = json.dumps(state.to_json(), separators=(",", ":")).encode() + b"\n"
         fsutil.atomic_write(self.path(state.job), data, self.tmp_dir)
 
     def load(self, job: str) -> JobState:
@@ -193,13 +195,14 @@ class JobStore:
         write (O_APPEND), so concurrent writers never interleave within a line. A line
         torn by a kill is ignored by :meth:`read_journal` (its URL is fetched again)."""
         directory = self.journal_dir(job)
-        os.makedirs(directory, exist_ok=True)
         line = json.dumps(outcome.to_json(), sort_keys=True).encode() + b"\n"
-        fd = os.open(
-            os.path.join(directory, f"{index:06d}.jsonl"),
-            os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-            0o644,
-        )
+        path = os.path.join(directory, f"{index:06d}.jsonl")
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:  # the job's first outcome: no journal directory yet
+            os.makedirs(directory, exist_ok=True)
+            fd = os.open(path, flags, 0o644)
         try:
             os.write(fd, line)
         finally:
@@ -225,3 +228,34 @@ class JobStore:
                         continue
                     out[outcome.url] = outcome
         return out
+
+
+class JournalProgress:
+    """How many URLs a job's journals have an outcome for, reading on each call only
+    the lines appended since the last. A coordinator polls this four times a
+    second while workers work; re-reading every journal each time made its CPU
+    per image (10,000 URLs) 0.27 ms instead of 0.10, on a core the workers need."""
+
+    def __init__(self, store: JobStore, job: str) -> None:
+        self.dir = store.journal_dir(job)
+        self._read: dict[str, int] = {}  # journal name -> bytes read (whole lines)
+        self._urls: set[str] = set()
+
+    def count(self) -> int:
+        try:
+            names = [n for n in os.listdir(self.dir) if n.endswith(".jsonl")]
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            done = self._read.get(name, 0)
+            with open(os.path.join(self.dir, name), "rb") as f:
+                f.seek(done)
+                new = f.read()
+            end = new.rfind(b"\n") + 1  # a line still being written is read next time
+            for raw in new[:end].splitlines():
+                try:
+                    self._urls.add(json.loads(raw)["url"])
+                except (ValueError, KeyError, TypeError):  # a torn line: as read_journal
+                    continue
+            self._read[name] = done + end
+        return len(self._urls)

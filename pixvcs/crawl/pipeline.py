@@ -1,5 +1,7 @@
 """The crawl pipeline, in-process: discover -> fetch/validate/store (chunks on a thread
-pool) -> deduplicate -> one commit on the crawl branch.
+pool; with several cores, the validating decode, hashing and storing in worker
+processes: :class:`~pixvcs.crawl.chunk.ProcessExaminer`) -> deduplicate -> one commit
+on the crawl branch.
 
 :func:`start` begins a job, :func:`resume` continues an interrupted one; both return
 the job's final :class:`~pixvcs.crawl.job.JobState`. The work is split into chunks
@@ -26,7 +28,16 @@ import httpx
 from ..errors import CrawlInputError, UsageError
 from ..imageinfo import ImageInfo, InvalidImage, inspect_image
 from ..provenance import PROVENANCE_DIR
-from .chunk import FAILED, INVALID, STORED, Outcome, process_chunk
+from .chunk import (
+    FAILED,
+    INVALID,
+    STORED,
+    Examiner,
+    Outcome,
+    ProcessExaminer,
+    can_fork,
+    process_chunk,
+)
 from .dedupe import Candidate, Decision, dedupe
 from .fetch import Fetcher
 from .job import JobState, JobStore, check_job_id, new_job_id
@@ -55,6 +66,11 @@ EXTENSIONS = {
 JOB_TRAILER = "Pixvcs-Crawl-Job"
 #: Progress is shown this often while fetching (outcomes are journalled as they come).
 SAVE_INTERVAL = 1.0
+#: URLs to fetch from which images are examined in worker processes (:func:`_examiner`).
+EXAMINE_IN_PROCESSES_FROM = 64
+#: Worker processes examining images: None is one per core, at most 8 (and none on
+#: one core, where they would only add the trip through a pipe).
+EXAMINE_PROCESSES: int | None = None
 
 
 class _Stopped(Exception):
@@ -360,6 +376,17 @@ def _is_done(repo: Repo, outcome: Outcome | None) -> bool:
         return False
 
 
+def forget_lost_images(repo: Repo, state: JobState) -> list[str]:
+    """Drop the stored outcomes whose image is missing from the media store or
+    shorter than journalled (images are written without fsync and synced once,
+    before the commit: a power loss before that can leave some short), so that
+    their URLs are fetched again; returns those URLs."""
+    lost = [u for u, o in state.outcomes.items() if o.status == STORED and not _is_done(repo, o)]
+    for url in lost:
+        del state.outcomes[url]
+    return lost
+
+
 def _fetch(
     repo: Repo,
     store: JobStore,
@@ -373,23 +400,40 @@ def _fetch(
     images are kept or the URLs run out."""
     assert state.items is not None
     total = len(state.items)
-    if state.max_images is None:
-        todo = [it for it in state.items if not _is_done(repo, state.outcomes.get(it.url))]
-        _fetch_some(repo, store, state, fetcher, progress, todo, total)
-        return
-    tried: set[str] = set()
-    while True:
-        need = state.max_images - len(_decide(state, base).kept)
-        todo = [
-            it
-            for it in state.items
-            if it.url not in tried and not _is_done(repo, state.outcomes.get(it.url))
-        ][: max(0, need)]
-        if not todo:
-            break
-        tried.update(it.url for it in todo)
-        _fetch_some(repo, store, state, fetcher, progress, todo, total)
-    progress("fetch", total, total)
+    todo = [it for it in state.items if not _is_done(repo, state.outcomes.get(it.url))]
+    wanted = len(todo) if state.max_images is None else min(len(todo), state.max_images)
+    examiner = _examiner(repo, state.options, wanted)
+    try:
+        if state.max_images is None:
+            _fetch_some(repo, store, state, fetcher, progress, todo, total, examiner)
+            return
+        tried: set[str] = set()
+        while True:
+            need = state.max_images - len(_decide(state, base).kept)
+            todo = [
+                it
+                for it in state.items
+                if it.url not in tried and not _is_done(repo, state.outcomes.get(it.url))
+            ][: max(0, need)]
+            if not todo:
+                break
+            tried.update(it.url for it in todo)
+            _fetch_some(repo, store, state, fetcher, progress, todo, total, examiner)
+        progress("fetch", total, total)
+    finally:
+        if examiner is not None:
+            examiner.close()
+
+
+def _examiner(repo: Repo, options: CrawlOptions, count: int) -> ProcessExaminer | None:
+    """Worker processes to examine (decode, hash, store) the images, when there are
+    several cores and enough URLs to repay starting them; else None (this
+    process's threads examine them)."""
+    cores = os.cpu_count() or 1
+    if cores < 2 or count < EXAMINE_IN_PROCESSES_FROM or not can_fork():
+        return None
+    processes = EXAMINE_PROCESSES or min(cores, 8)
+    return ProcessExaminer(options, repo.media.root, processes)
 
 
 def _fetch_some(
@@ -400,6 +444,7 @@ def _fetch_some(
     progress: Progress,
     todo: list[Item],
     total: int,
+    examiner: Examiner | None = None,
 ) -> None:
     done = len(state.outcomes)
     progress("fetch", min(done, total), total)
@@ -439,7 +484,13 @@ def _fetch_some(
     try:
         pending: set[Future[list[Outcome]]] = {
             pool.submit(
-                process_chunk, opts, chunk, fetcher=fetcher, store=put, report=reporter(first + n)
+                process_chunk,
+                opts,
+                chunk,
+                fetcher=fetcher,
+                store=put,
+                report=reporter(first + n),
+                examiner=examiner,
             )
             for n, chunk in enumerate(chunks)
         }

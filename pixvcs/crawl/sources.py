@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,8 @@ from ..errors import CrawlInputError
 
 #: Characters a label (a class folder) may not contain; it must also be a safe tree name.
 _LABEL_FORBIDDEN = ("\\", "\x00", "\n", "\r")
+#: Any whitespace (``\s`` matches exactly what ``str.isspace`` accepts).
+_SPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,7 @@ def check_url(url: str, source: str = "url", line: int = 0) -> str:
         raise CrawlInputError(source, line, f"malformed URL {url!r}: {e}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CrawlInputError(source, line, f"not an http(s) URL: {url!r}")
-    if any(c.isspace() for c in url):
+    if _SPACE.search(url):
         raise CrawlInputError(source, line, f"URL contains whitespace: {url!r}")
     return url
 

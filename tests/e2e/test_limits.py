@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pixvcs.crawl.limits import LocalLimits, RedisLimits
+from pixvcs.crawl.limits import REUSE_FOR, SPARE_FOR, LocalLimits, RedisLimits
 from tests.crawl.site import pattern_image
 from tests.e2e.conftest import Tools
 
@@ -66,6 +66,39 @@ def test_slots_are_shared_by_every_process_of_a_job(redis_url: str) -> None:
     other = RedisLimits(redis_url, "job-other", 2)
     token = other.acquire("http://h")
     other.release("http://h", token)
+
+
+@pytest.mark.e2e
+def test_a_released_slot_serves_the_process_a_moment_then_goes_back(redis_url: str) -> None:
+    a, b = (RedisLimits(redis_url, "job-spare", 1) for _ in range(2))
+    token = a.acquire("http://h")
+    a.release("http://h", token)
+    assert a.acquire("http://h") == token  # kept: no round trip to Redis
+    a.release("http://h", token)
+    got: list[str] = []
+    waiter = threading.Thread(target=lambda: got.append(b.acquire("http://h")))
+    released = time.monotonic()
+    waiter.start()
+    waiter.join(timeout=5)
+    assert got and got[0] != token, "a spare slot was never given back"
+    assert time.monotonic() - released >= SPARE_FOR * 0.9  # held for a moment...
+    assert time.monotonic() - released < 2.0  # ...not for long
+    b.release("http://h", got[0])
+
+
+@pytest.mark.e2e
+def test_a_busy_process_gives_its_slots_back_to_redis_now_and_then(redis_url: str) -> None:
+    a = RedisLimits(redis_url, "job-busy", 1)
+    tokens: set[str] = set()
+    end = time.monotonic() + REUSE_FOR * 2.5
+    while time.monotonic() < end:  # one request after another, never a pause
+        t = a.acquire("http://h")
+        tokens.add(t)
+        time.sleep(0.005)
+        a.release("http://h", t)
+    # reused for REUSE_FOR seconds, then given back (and another taken): the other
+    # workers of the job get their chance at the host each time
+    assert 2 <= len(tokens) <= 4
 
 
 @pytest.mark.e2e
