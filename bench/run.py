@@ -452,17 +452,17 @@ def bench_size(
     rmtree(run_dir)
     os.makedirs(run_dir)
     store = os.path.join(run_dir, "floor-store")
-    for mode in ("full", "nodecode", "link"):
-        for _ in range(repeats):
-            floor(runner, res, size, dataset, store, mode)
-        print(f"   floor {mode}: {med(res, size, 'floor.' + mode):.2f}s", flush=True)
-        res.save()
     tools = ["pixvcs", "pixvcs-link", "git-lfs"]
     if dvc:
         tools += ["dvc"] + (["dvc-link"] if args.dvc_link else [])
     keep: dict[str, str] = {}
-    for tool in tools:
-        for r in range(repeats):
+    # Round robin: each repeat runs every floor and every tool once, so they all
+    # meet the filesystem in about the same state (creating files costs more
+    # right after a big deletion: see README.md, "Caveats").
+    for r in range(repeats):
+        for mode in ("full", "nodecode", "link"):
+            floor(runner, res, size, dataset, store, mode)
+        for tool in tools:
             d = os.path.join(run_dir, f"{tool}-{r}")
             copy_dataset(dataset, d)
             ingest(runner, res, size, tool, d, dvc)
@@ -470,11 +470,14 @@ def bench_size(
                 keep[tool] = d
             else:
                 rmtree(d)
+        res.save()
+    for mode in ("full", "nodecode", "link"):
+        print(f"   floor {mode}: {med(res, size, 'floor.' + mode):.2f}s", flush=True)
+    for tool in tools:
         print(
             f"   {tool}: {med(res, size, tool + '.total'):.2f}s (+sync {med(res, size, tool + '.sync'):.2f}s)",
             flush=True,
         )
-        res.save()
     status_bench(runner, res, size, keep["pixvcs"], keep["git-lfs"], args.status_repeats)
     print(
         f"   status: pixvcs {med(res, size, 'status.pixvcs'):.3f}s, git {med(res, size, 'status.git'):.3f}s",
