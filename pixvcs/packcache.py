@@ -40,6 +40,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
@@ -87,6 +88,7 @@ class PackStore(MediaStore):
         self._lock = threading.RLock()
         self._pid = -1
         self._reset()
+        _stores.add(self)
 
     @classmethod
     def create(cls, root: str, pack_limit: int = PACK_LIMIT) -> PackStore:
@@ -107,8 +109,8 @@ class PackStore(MediaStore):
 
     # -- the index ------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():
-            self._reset()  # a forked child: never touch the parent's handles
+        # a forked child has been reset by _after_fork (no getpid() per call: it
+        # is a system call, and this runs several times per object)
         if self._db is None:
             self._db = self._connect()
         return self._db
@@ -446,6 +448,25 @@ class PackStore(MediaStore):
             for fd in self._fds.values():
                 os.close(fd)
             self._reset()
+
+
+_stores: weakref.WeakSet[PackStore] = weakref.WeakSet()
+_inherited: list[sqlite3.Connection] = []
+
+
+def _after_fork() -> None:
+    """A forked child starts afresh: its own lock (a parent thread may have held
+    the old one at the fork), connection, pack and file descriptors."""
+    for store in list(_stores):
+        if store._db is not None:
+            # never closed here: closing a connection the parent still uses may
+            # checkpoint or unlink its WAL (SQLite: do not carry one across fork)
+            _inherited.append(store._db)
+        store._lock = threading.RLock()
+        store._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def writer_alive(pid: int | None) -> bool:

@@ -128,3 +128,27 @@ def test_the_old_one_file_per_object_layout_is_removed(tmp_path: Path) -> None:
     (legacy / ("abcd" + "0" * 60)).write_bytes(b"old")
     MediaCache(str(tmp_path / "media"))
     assert not (tmp_path / "media" / "objects").exists()
+
+
+def test_a_forked_child_starts_afresh_and_the_parent_goes_on(tmp_path: Path) -> None:
+    store = PackStore.create(str(tmp_path / "media"))
+    parent_oid, parent_data = _obj(10)
+    store.add_bytes(parent_data, oid=parent_oid)
+    child_oid, child_data = _obj(11)
+    pid = os.fork()
+    if pid == 0:  # the child: its own connection and pack, the parent's object readable
+        code = 0
+        try:
+            assert store.read(parent_oid) == parent_data
+            store.add_bytes(child_data, oid=child_oid)
+            assert store.read(child_oid) == child_data
+            store.close()
+        except BaseException:  # noqa: BLE001 - reported through the exit status
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.read(parent_oid) == parent_data
+    assert store.read(child_oid) == child_data, "the child's rows reach the shared index"
+    store.add_bytes(_obj(12)[1], oid=_obj(12)[0])  # the parent still writes its own pack
+    assert store.read(_obj(12)[0]) == _obj(12)[1]
