@@ -46,25 +46,6 @@ SECTION = "change-bench"
 STEPS = ("add", "commit", "diff", "checkout_prev", "checkout_back")
 
 
-def commands(msg: str) -> dict[str, list[tuple[str, list[str]]]]:
-    return {
-        "pixvcs": [
-            ("add", [bench.PIXVCS, "add", "."]),
-            ("commit", [bench.PIXVCS, "commit", "-m", msg]),
-            ("diff", [bench.PIXVCS, "diff", "HEAD~1", "HEAD"]),
-            ("checkout_prev", [bench.PIXVCS, "checkout", "HEAD~1"]),
-            ("checkout_back", [bench.PIXVCS, "checkout", "main"]),
-        ],
-        "git-lfs": [
-            ("add", ["git", "add", "."]),
-            ("commit", ["git", "commit", "-q", "-m", msg]),
-            ("diff", ["git", "diff", "--stat", "HEAD~1", "HEAD"]),
-            ("checkout_prev", ["git", "checkout", "-q", "HEAD~1"]),
-            ("checkout_back", ["git", "checkout", "-q", "main"]),
-        ],
-    }
-
-
 def bench_size(args: argparse.Namespace, runner: bench.Runner, size: int) -> dict[str, Any]:
     dataset = os.path.join(args.work, "datasets", f"n{size}-s{args.seed}")
     gen_dataset.generate(dataset, size, args.seed)
@@ -86,7 +67,7 @@ def bench_size(args: argparse.Namespace, runner: bench.Runner, size: int) -> dic
         changed_files = len(changed)
         msg = f"change bench round {n}"
         for tool, cwd in (("pixvcs", pv), ("git-lfs", git)):
-            for step, cmd in commands(msg)[tool]:
+            for step, cmd in bench.change_commands(msg)[tool]:
                 runner.settle()
                 times[tool][step].append(runner.timed(cmd, cwd)["seconds"])
         print(

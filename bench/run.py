@@ -312,6 +312,26 @@ def status_bench(
             res.set_info(size, "pixvcs_status_clean", clean)
 
 
+def change_commands(msg: str) -> dict[str, list[tuple[str, list[str]]]]:
+    """The steps after a change, per tool: add, commit, diff, checkout HEAD~1, checkout main."""
+    return {
+        "pixvcs": [
+            ("add", [PIXVCS, "add", "."]),
+            ("commit", [PIXVCS, "commit", "-m", msg]),
+            ("diff", [PIXVCS, "diff", "HEAD~1", "HEAD"]),
+            ("checkout_prev", [PIXVCS, "checkout", "HEAD~1"]),
+            ("checkout_back", [PIXVCS, "checkout", "main"]),
+        ],
+        "git-lfs": [
+            ("add", ["git", "add", "."]),
+            ("commit", ["git", "commit", "-q", "-m", msg]),
+            ("diff", ["git", "diff", "--stat", "HEAD~1", "HEAD"]),
+            ("checkout_prev", ["git", "checkout", "-q", "HEAD~1"]),
+            ("checkout_back", ["git", "checkout", "-q", "main"]),
+        ],
+    }
+
+
 def change_bench(
     runner: Runner,
     res: Results,
@@ -333,23 +353,7 @@ def change_bench(
     )
     assert changed == changed_git, "the two repositories must get the same change"
     res.set_info(size, f"change.{label}.files", len(changed))
-    msg = f"bench: change {label}"
-    ops: dict[str, list[tuple[str, list[str] | str]]] = {
-        "pixvcs": [
-            ("add", [PIXVCS, "add", "."]),
-            ("commit", [PIXVCS, "commit", "-m", msg]),
-            ("diff", [PIXVCS, "diff", "HEAD~1", "HEAD"]),
-            ("checkout_prev", [PIXVCS, "checkout", "HEAD~1"]),
-            ("checkout_back", [PIXVCS, "checkout", "main"]),
-        ],
-        "git-lfs": [
-            ("add", ["git", "add", "."]),
-            ("commit", ["git", "commit", "-q", "-m", msg]),
-            ("diff", ["git", "diff", "--stat", "HEAD~1", "HEAD"]),
-            ("checkout_prev", ["git", "checkout", "-q", "HEAD~1"]),
-            ("checkout_back", ["git", "checkout", "-q", "main"]),
-        ],
-    }
+    ops = change_commands(f"bench: change {label}")
     for tool, cwd in (("pixvcs", pv_dir), ("git-lfs", git_dir)):
         runner.settle()
         for step, cmd in ops[tool]:

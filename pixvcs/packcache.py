@@ -147,15 +147,22 @@ class PackStore(MediaStore):
                 with suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.packs_dir, name))
 
-    def locate(self, oid: str) -> tuple[str, int, int]:
-        """(pack file, offset, size) of a cached object; FileNotFoundError if none."""
+    def _row(self, oid: str) -> tuple[str, int, int]:
+        """(pack name, offset, size) from the index; FileNotFoundError if none."""
         with self._lock:
-            row = self._conn().execute(
-                "SELECT pack, offset, size FROM objects WHERE oid = ?", (oid,)
-            ).fetchone()
+            row = (
+                self._conn()
+                .execute("SELECT pack, offset, size FROM objects WHERE oid = ?", (oid,))
+                .fetchone()
+            )
         if row is None:
             raise FileNotFoundError(errno.ENOENT, "not in the cache", oid)
-        return os.path.join(self.packs_dir, row[0]), int(row[1]), int(row[2])
+        return str(row[0]), int(row[1]), int(row[2])
+
+    def locate(self, oid: str) -> tuple[str, int, int]:
+        """(pack file, offset, size) of a cached object; FileNotFoundError if none."""
+        name, offset, size = self._row(oid)
+        return os.path.join(self.packs_dir, name), offset, size
 
     def has(self, oid: str) -> bool:
         with self._lock:
@@ -171,7 +178,8 @@ class PackStore(MediaStore):
                 part = wanted[i : i + 500]
                 marks = ",".join("?" * len(part))
                 have.update(
-                    r[0] for r in db.execute(f"SELECT oid FROM objects WHERE oid IN ({marks})", part)
+                    r[0]
+                    for r in db.execute(f"SELECT oid FROM objects WHERE oid IN ({marks})", part)
                 )
         return [o for o in wanted if o not in have]
 
@@ -331,13 +339,8 @@ class PackStore(MediaStore):
     def read(self, oid: str) -> bytes:
         """The object's bytes, verified; FileNotFoundError (not cached, or its
         pack evicted) or CorruptObject."""
-        with self._lock:
-            row = self._conn().execute(
-                "SELECT pack, offset, size FROM objects WHERE oid = ?", (oid,)
-            ).fetchone()
-            if row is None:
-                raise FileNotFoundError(errno.ENOENT, "not in the cache", oid)
-            name, offset, size = row
+        with self._lock:  # re-entrant: the row and the read under one hold
+            name, offset, size = self._row(oid)
             try:
                 fd = self._reading_fd(name)
             except FileNotFoundError:
@@ -399,9 +402,11 @@ class PackStore(MediaStore):
     def packs(self) -> list[tuple[str, int, float, int | None]]:
         """(name, bytes, last use, writer pid or None) of every pack, oldest use first."""
         with self._lock:
-            rows = self._conn().execute(
-                "SELECT name, bytes, used, writer FROM packs ORDER BY used, name"
-            ).fetchall()
+            rows = (
+                self._conn()
+                .execute("SELECT name, bytes, used, writer FROM packs ORDER BY used, name")
+                .fetchall()
+            )
         return [(r[0], int(r[1]), float(r[2]), r[3]) for r in rows]
 
     def packs_of(self, oids: Iterable[str]) -> set[str]:
@@ -490,5 +495,3 @@ def _pwrite_all(fd: int, parts: Sequence[bytes], offset: int) -> None:
         while view:
             n = os.pwrite(fd, view, offset)
             view, offset = view[n:], offset + n
-
-

@@ -493,13 +493,13 @@ def test_directory_remote_with_s3_media(tmp_path: Path, bucket: Bucket) -> None:
 
 
 # -- the client never sends its token to another origin -------------------------------------------
-def test_fsck_of_a_bare_repository_checks_the_bucket(tmp_path: Path, bucket: Bucket) -> None:
-    """fsck on a repository whose media are in S3 checks the bucket: each object is
-    there, has its pointers' size, and hashes to its name (downloaded, not stored)."""
+def _pushed_to_s3(tmp_path: Path, bucket: Bucket, prefix: str) -> tuple[Path, dict[str, bytes]]:
+    """A bare repository with its media in ``bucket`` under ``prefix/``, and a
+    first version (3 images) pushed to it."""
     bare = tmp_path / "shared.git"
     result = CliRunner().invoke(
         main,
-        ["init", "--bare", str(bare), "--media-url", f"s3://{bucket.name}/fs",
+        ["init", "--bare", str(bare), "--media-url", f"s3://{bucket.name}/{prefix}",
          "--s3-endpoint", bucket.endpoint],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -509,6 +509,13 @@ def test_fsck_of_a_bare_repository_checks_the_bucket(tmp_path: Path, bucket: Buc
     _commit_all(a, "v1")
     a.push()
     a.close()
+    return bare, data
+
+
+def test_fsck_of_a_bare_repository_checks_the_bucket(tmp_path: Path, bucket: Bucket) -> None:
+    """fsck on a repository whose media are in S3 checks the bucket: each object is
+    there, has its pointers' size, and hashes to its name (downloaded, not stored)."""
+    bare, data = _pushed_to_s3(tmp_path, bucket, "fs")
     with Repo.open(str(bare)) as r:
         report = r.fsck()
         assert report.ok and report.media_checked == 3, report.problems
@@ -662,19 +669,7 @@ def test_gc_of_a_bare_repository_sweeps_the_bucket(tmp_path: Path, bucket: Bucke
     """gc on a repository whose media are in S3 deletes the bucket's unreachable
     objects older than the grace period (and stale staged uploads), keeps the
     reachable ones and young ones, and leaves keys of other shapes alone."""
-    bare = tmp_path / "shared.git"
-    result = CliRunner().invoke(
-        main,
-        ["init", "--bare", str(bare), "--media-url", f"s3://{bucket.name}/gc",
-         "--s3-endpoint", bucket.endpoint],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    a = Repo.init(str(tmp_path / "a"))
-    a.add_remote("origin", str(bare))
-    data = make_dataset(a.root, {"cat": 2, "dog": 1})
-    _commit_all(a, "v1")
-    a.push()
-    a.close()
+    bare, data = _pushed_to_s3(tmp_path, bucket, "gc")
     orphan = image_bytes(77)
     orphan_key = _key("gc/", _oid(orphan))
     bucket.client.put_object(Bucket=bucket.name, Key=orphan_key, Body=orphan)
