@@ -280,11 +280,15 @@ def _assert_untouched(
 def test_unsafe_tree_entries_are_refused_before_anything_is_written(
     world: World, case: str, op: str
 ) -> None:
-    cid = hostile_commit(world.root, UNSAFE_TREES[case])
+    _assert_refused(world, hostile_commit(world.root, UNSAFE_TREES[case]), op, UnsafeTreeEntry)
+
+
+def _assert_refused(world: World, cid: str, op: str, error: type[Exception]) -> None:
+    """``op`` on commit ``cid`` raises ``error`` and changes nothing."""
     head = world.repo.head_commit()
     assert head is not None
     before = world.snapshot()
-    with pytest.raises(UnsafeTreeEntry):
+    with pytest.raises(error):
         OPERATIONS[op](world, cid)
     _assert_untouched(world, before, head)
 
@@ -311,12 +315,7 @@ def _loose_object(git_dir: Path, kind: bytes, body: bytes) -> bytes:
 def test_malformed_tree_objects_are_refused(world: World, body: bytes, op: str) -> None:
     bad = _loose_object(world.root / ".pixvcs", b"tree", body)
     cid = hostile_commit(world.root, lambda g: {b"cats": (DIR, Sha(bad))})
-    head = world.repo.head_commit()
-    assert head is not None
-    before = world.snapshot()
-    with pytest.raises(UnsafeTreeEntry):
-        OPERATIONS[op](world, cid)
-    _assert_untouched(world, before, head)
+    _assert_refused(world, cid, op, UnsafeTreeEntry)
 
 
 @pytest.mark.parametrize("op", ["checkout", "checkout-force", "merge"])
