@@ -39,6 +39,7 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -424,6 +425,12 @@ def _dispatch(
     state.tasks["chunks"] = first + len(header)
     body = signature("pixvcs.crawl.commit", args=(queue, state.job, author), queue=queue, app=app)
     result = chord(header, app=app)(body)
+    # for the coordinator's progress: chunks run on other machines journal there
+    group = result.parent
+    ids = [str(r.id) for r in group.results] if group is not None else []
+    sizes = [min(size, len(todo) - i) for i in range(0, len(todo), size)]
+    state.tasks["wave"] = [[tid, n] for tid, n in zip(ids, sizes, strict=False)]
+    state.tasks["wave_base"] = len(state.outcomes)  # URLs done in earlier waves
     return str(result.id)
 
 
@@ -522,19 +529,35 @@ def _is_broker_error(e: BaseException) -> bool:
     return isinstance(e, OperationalError | RedisConnectionError)
 
 
+#: Seconds between the coordinator's looks at its journals (and, every fourth, at
+#: the result backend for the chunks done elsewhere).
+WAIT_POLL = 0.25
+
+
 def _wait(app: Celery, store: JobStore, state: JobState, progress: Progress) -> None:
-    """Follow the job's callbacks (one per wave) until one has committed."""
+    """Follow the job's callbacks (one per wave) until one has committed.
+
+    Progress counts the URLs the local journals have an outcome for, or (when
+    that is more: chunks that workers on other machines ran journal there) the
+    URLs of the wave's finished chunks, as the result backend reports them."""
     from .crawl.job import JournalProgress
 
     assert state.items is not None
     total = len(state.items)
     task_id = str(state.tasks["callback"])
     journals = JournalProgress(store, state.job)
+    wave = _Wave(app, state)
+    shown = 0  # never goes back (a new wave's first look may know less)
     while True:
         result = app.AsyncResult(task_id)
+        polls = 0
         while not result.ready():
-            progress("fetch", min(total, journals.count()), total)
-            time.sleep(0.25)
+            if polls % 4 == 0:
+                wave.poll()
+            polls += 1
+            shown = max(shown, min(total, max(journals.count(), wave.done())))
+            progress("fetch", shown, total)
+            time.sleep(WAIT_POLL)
         if result.failed():
             raise CrawlWorkerError(f"crawl job {state.job} failed on a worker: {result.result!r}")
         value = result.result
@@ -544,6 +567,28 @@ def _wait(app: Celery, store: JobStore, state: JobState, progress: Progress) -> 
             progress("commit", 1, 1)
             return
         task_id = str(value["next"])
+        with suppress(UsageError, OSError, ValueError):  # the next wave's chunks, if saved
+            wave = _Wave(app, store.load(state.job))
+
+
+class _Wave:
+    """The chunk tasks of the wave being run and how many URLs each carries
+    (``state.tasks["wave"]``, saved by :func:`_dispatch`)."""
+
+    def __init__(self, app: Celery, state: JobState) -> None:
+        self.app = app
+        self.base = int(state.tasks.get("wave_base", 0) or 0)
+        raw = state.tasks.get("wave") or []
+        self.chunks = [(str(c[0]), int(c[1])) for c in raw if isinstance(c, list) and len(c) == 2]
+        self.finished: set[str] = set()
+
+    def poll(self) -> None:
+        for tid, _n in self.chunks:
+            if tid not in self.finished and self.app.AsyncResult(tid).ready():
+                self.finished.add(tid)
+
+    def done(self) -> int:
+        return self.base + sum(n for tid, n in self.chunks if tid in self.finished)
 
 
 def _record_error(store: JobStore, job: str, error: BaseException) -> None:

@@ -287,6 +287,11 @@ def test_workers_on_other_machines_reach_the_media_through_the_shared_remote(
     # every chunk ran in B: its journals are there, none in A
     assert list((b / ".pixvcs" / "pixvcs" / "crawl").glob(f"{result['job']}.chunks/*.jsonl"))
     assert not list((a / ".pixvcs" / "pixvcs" / "crawl").glob(f"{result['job']}.chunks/*"))
+    # so the coordinator's progress came from the result backend: the wave's chunk
+    # tasks (ids and URL counts) are in the job state
+    state = json.loads((a / ".pixvcs" / "pixvcs" / "crawl" / f"{result['job']}.json").read_text())
+    wave = state["tasks"]["wave"]
+    assert wave and all(len(c) == 2 for c in wave) and sum(n for _, n in wave) == len(paths)
     # the images came to A through R, verified; A's branch is byte-exact
     repo = Repo.open(str(a))
     try:
