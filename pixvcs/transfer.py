@@ -20,7 +20,14 @@ from dulwich.objects import Commit, ObjectID, Tag
 from dulwich.refs import Ref
 
 from . import trees
-from .errors import BadRevision, MissingMedia, PixvcsError, RefConflict, UsageError
+from .errors import (
+    BadRevision,
+    CorruptObject,
+    MissingMedia,
+    PixvcsError,
+    RefConflict,
+    UsageError,
+)
 from .pointer import looks_like_pointer, parse_pointer
 from .remote import (
     DirectoryEndpoint,
@@ -34,7 +41,9 @@ from .remote import (
 )
 
 if TYPE_CHECKING:
+    from .media import MediaStore
     from .repo import Progress, Repo
+    from .s3media import S3Media
 
 ZERO = ObjectID(b"0" * 40)
 
@@ -273,7 +282,7 @@ def check_incoming(
         def on_disk(oids: list[str]) -> list[str]:
             return [o for o in oids if not local.has(o)]
 
-        media_missing = s3.missing if s3 is not None else on_disk
+        media_missing = on_disk if s3 is None else _bucket_adopting(s3, local)
     for d in object_dirs:
         repo.store.alternates.append(DiskObjectStore(d))
     existing = [sha.decode() for sha in repo.git.refs.as_dict().values()]
@@ -295,6 +304,32 @@ def check_incoming(
                 "(git lfs push, or pixvcs push)"
             )
     return problems
+
+
+def _bucket_adopting(s3: S3Media, local: MediaStore) -> Callable[[list[str]], list[str]]:
+    """Which oids the bucket lacks, after moving there (verified) those that wait
+    in the repository's own ``lfs/objects/``: stock git-lfs pushing to a
+    directory remote copies its objects there (its standalone file transfer
+    knows nothing of S3), and a bare repository with S3 media keeps none."""
+
+    def missing(oids: list[str]) -> list[str]:
+        lacking = s3.missing(oids)
+        moved = []
+        for oid in lacking:
+            if not local.has(oid):
+                continue
+            try:
+                data = local.read(oid)  # verified: bad bytes never reach the bucket
+            except CorruptObject:
+                continue
+            s3.put(oid, data)
+            moved.append(oid)
+        for oid in moved:
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile: as good
+                local.remove(oid)
+        return [o for o in lacking if o not in moved]
+
+    return missing
 
 
 PRE_RECEIVE = """#!/bin/sh

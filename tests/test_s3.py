@@ -643,6 +643,63 @@ def test_stock_git_lfs_push_and_clone_through_serve_with_s3_media(
         proc.wait(timeout=30)
 
 
+@pytest.mark.e2e
+def test_stock_git_lfs_push_into_a_directory_remote_with_s3_media(
+    tmp_path: Path, bucket: Bucket
+) -> None:
+    """Stock git-lfs reaches a directory remote through its standalone file
+    transfer, which copies objects into the remote's lfs/objects/; the
+    pre-receive hook moves them to the bucket (verified) before it lets the ref
+    move, so the push works and the bare repository keeps no media. A push
+    whose images are nowhere is still refused."""
+    import shutil
+
+    from tests.e2e.conftest import Tools, write_images
+
+    assert shutil.which("git") and shutil.which("git-lfs"), "git and git-lfs are needed"
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(
+        HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), GIT_CONFIG_NOSYSTEM="1",
+        GIT_TERMINAL_PROMPT="0", GIT_AUTHOR_NAME="Ada", GIT_AUTHOR_EMAIL="ada@example.org",
+        GIT_COMMITTER_NAME="Ada", GIT_COMMITTER_EMAIL="ada@example.org", LC_ALL="C",
+    )  # fmt: skip
+    tools = Tools(env=env, home=home)
+    bare = tmp_path / "shared.git"
+    tools.pixvcs(
+        tmp_path, "init", "--bare", str(bare), "--media-url", f"s3://{bucket.name}/dir",
+        "--s3-endpoint", bucket.endpoint,
+    )  # fmt: skip
+    tools.git("lfs", "install", "--skip-repo")
+    src = tmp_path / "src"
+    src.mkdir()
+    tools.git("init", "-q", "-b", "main", cwd=src)
+    tools.git("lfs", "track", "*.jpg", cwd=src)
+    images = write_images(src, [f"cat/{i}.jpg" for i in range(3)], seed=21)
+    tools.git("add", ".", cwd=src)
+    tools.git("commit", "-q", "-m", "stock", cwd=src)
+    tools.git("push", "-q", f"file://{bare}", "main", cwd=src)
+    assert bucket.keys("dir/objects/") == {_key("dir/", _oid(c)): c for c in images.values()}
+    assert _local_media(bare) == [], "the hook moved git-lfs's copies to the bucket"
+    clone = Repo.clone(str(bare), str(tmp_path / "copy"))
+    try:
+        for rel, content in images.items():
+            assert (tmp_path / "copy" / rel).read_bytes() == content
+    finally:
+        clone.close()
+    # an image that reached neither lfs/objects nor the bucket: refused, ref unmoved
+    write_images(src, ["cat/9.jpg"], seed=22)
+    tools.git("add", ".", cwd=src)
+    tools.git("commit", "-q", "-m", "more", cwd=src)
+    head_before = tools.git("rev-parse", "main", cwd=bare).stdout.strip()
+    refused = tools.git(
+        "push", "-q", "--no-verify", f"file://{bare}", "main", cwd=src, check=False
+    )
+    assert refused.returncode != 0 and "not on this remote" in refused.stderr
+    assert tools.git("rev-parse", "main", cwd=bare).stdout.strip() == head_before
+
+
 def test_a_storage_error_names_the_storage_not_the_token(tmp_path: Path) -> None:
     body = image_bytes(9)
     oid = _oid(body)
