@@ -8,7 +8,9 @@ import hashlib
 import multiprocessing
 import os
 import pickle
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,3 +326,50 @@ def test_iter_bytes_stops_at_an_object_the_remote_lacks(remote: Remote, tmp_path
             got.append(record.path)
     assert got == [r.path for r in ds[:3]]
     assert [oid for _, oid in e.value.missing] == [victim.oid]
+
+
+def _read_forever(dataset: pixvcs.Dataset, started: Any) -> None:
+    import pixvcs.cache
+
+    # one object per download, a pause in each: the kill lands mid-download
+    pixvcs.cache.FETCH_BATCH = 1
+    real = RemoteSource._fetch
+
+    def slow(self: RemoteSource, oids: list[str], *rest: Any) -> None:
+        started.set()
+        time.sleep(0.05)
+        real(self, oids, *rest)
+
+    RemoteSource._fetch = slow  # type: ignore[method-assign]
+    while True:
+        for _record, _data in dataset.iter_bytes():
+            pass
+
+
+def test_a_reader_killed_mid_read_leaves_a_cache_others_can_use(
+    remote: Remote, tmp_path: Path
+) -> None:
+    """SIGKILL while a reader downloads into the cache: whatever it left (a pack
+    with records never indexed, a writer that is gone) costs the next reader
+    nothing but a fetch; every byte it reads is right, and the index names no
+    missing pack."""
+    cache = tmp_path / "cache"
+    ds = _open(remote, cache)
+    ctx = multiprocessing.get_context("fork")
+    started = ctx.Event()
+    proc = ctx.Process(target=_read_forever, args=(ds, started))
+    proc.start()
+    try:
+        assert started.wait(30), "the reader never started downloading"
+        time.sleep(0.2)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(30)
+    assert proc.exitcode == -signal.SIGKILL
+    again = _open(remote, cache)
+    assert {r.path: d for r, d in again.iter_bytes()} == remote.files
+    assert {r.path: r.bytes() for r in again} == remote.files
+    store = PackStore(str(cache / "media"))
+    for oid in store:
+        pack, _offset, _size = store.locate(oid)
+        assert os.path.exists(pack), f"{oid} names a pack that is gone"
