@@ -204,7 +204,9 @@ class RemoteSource:
         self.cache_dir = os.path.abspath(cache_dir)
         self.cache_size = cache_size
         self.mirror_dir = os.path.join(self.cache_dir, "repos", _url_key(url))
-        self.local = LocalSource(self.mirror_dir, bare=True)
+        self.local = LocalSource(
+            self.mirror_dir, bare=True, hints=os.path.join(self.mirror_dir, "pixvcs-pointers.db")
+        )
         self._endpoint: Endpoint | None = None
         self._pid = -1
         self._lock = threading.Lock()

@@ -156,7 +156,12 @@ class LocalSource:
     :data:`VERIFY_MODES`.
     """
 
-    def __init__(self, root: str, *, bare: bool, verify: str = "untrusted") -> None:
+    def __init__(
+        self, root: str, *, bare: bool, verify: str = "untrusted", hints: str | None = None
+    ) -> None:
+        """``hints``: a SQLite file this source may keep pointer hints in (blob id
+        -> oid, size), read and written; a reader's cache mirror has one. Without
+        it, listing never writes anything."""
         from .repo import GIT_DIR
 
         if verify not in VERIFY_MODES:
@@ -171,6 +176,7 @@ class LocalSource:
         self._repo: Repo | None = None
         self._pid = -1
         self._pointers: dict[str, Pointer] = {}
+        self.hints = hints
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | Repo, *, verify: str = "untrusted") -> LocalSource:
@@ -224,6 +230,9 @@ class LocalSource:
         known = self._pointers
         if not known:
             known.update(self._indexed_pointers())
+            if self.hints:
+                known.update(_load_hints(self.hints))
+        learnt: dict[str, Pointer] = {}
         out = []
         for path, _mode, blob in trees.walk(store, tree):
             pointer = known.get(blob)
@@ -239,10 +248,12 @@ class LocalSource:
             if type_num != 3:  # a tree entry with a file mode must name a blob
                 raise UnsafeTreeEntry(path, f"expected a blob, found object type {type_num}")
             if looks_like_pointer(data):
-                pointer = known[blob] = parse_pointer(data)
+                pointer = known[blob] = learnt[blob] = parse_pointer(data)
                 out.append(SourceEntry(path, "media", blob, pointer.oid, pointer.size))
             else:
                 out.append(SourceEntry(path, "blob", blob, None, len(data)))
+        if self.hints and learnt:
+            _save_hints(self.hints, learnt)
         return out
 
     def _indexed_pointers(self) -> dict[str, Pointer]:
@@ -270,20 +281,7 @@ class LocalSource:
             return {}
         finally:
             db.close()
-        out: dict[str, Pointer] = {}
-        sha1 = hashlib.sha1
-        for blob, oid, size in rows:
-            if not (isinstance(blob, str) and isinstance(oid, str) and isinstance(size, int)):
-                continue
-            if size < 0 or not is_oid(oid):
-                continue
-            text = format_pointer(oid, size)
-            if (
-                sha1(b"blob %d\x00%s" % (len(text), text), usedforsecurity=False).hexdigest()
-                == blob
-            ):
-                out[blob] = Pointer(oid, size)
-        return out
+        return _checked_pointers(rows)
 
     def read_blob(self, blob_id: str) -> builtins.bytes:
         return trees.blob_bytes(self._git().store, blob_id)
@@ -433,6 +431,61 @@ def _read_fd(fd: int, size: int) -> builtins.bytes:
         parts.append(chunk)
         got += len(chunk)
     return b"".join(parts)
+
+
+def _checked_pointers(rows: Sequence[tuple[Any, Any, Any]]) -> dict[str, Pointer]:
+    """``(blob, oid, size)`` hints that hold: the SHA-1 of the canonical pointer
+    text the row implies (``blob N\\0`` + :func:`format_pointer`) is the blob id,
+    exactly the check the object id makes of the stored blob. The rest are
+    dropped: a hint can save a read, never change what is read."""
+    out: dict[str, Pointer] = {}
+    sha1 = hashlib.sha1
+    for blob, oid, size in rows:
+        if not (isinstance(blob, str) and isinstance(oid, str) and isinstance(size, int)):
+            continue
+        if size < 0 or not is_oid(oid):
+            continue
+        text = format_pointer(oid, size)
+        if sha1(b"blob %d\x00%s" % (len(text), text), usedforsecurity=False).hexdigest() == blob:
+            out[blob] = Pointer(oid, size)
+    return out
+
+
+def _load_hints(path: str) -> dict[str, Pointer]:
+    """Pointer hints a reader's mirror kept (docs/format.md, "The reader's media
+    cache"); any problem means none."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT blob, oid, size FROM pointers").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:  # unreadable, another schema, locked: go without
+        return {}
+    return _checked_pointers(rows)
+
+
+def _save_hints(path: str, learnt: Mapping[str, Pointer]) -> None:
+    """Keep pointers read from blobs for the next listing (best effort)."""
+    try:
+        db = sqlite3.connect(path, timeout=5.0)
+        try:
+            with db:
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS pointers"
+                    " (blob TEXT PRIMARY KEY, oid TEXT NOT NULL, size INTEGER NOT NULL)"
+                    " WITHOUT ROWID"
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO pointers (blob, oid, size) VALUES (?, ?, ?)",
+                    [(b, p.oid, p.size) for b, p in learnt.items()],
+                )
+        finally:
+            db.close()
+    except sqlite3.Error:  # a hint not kept costs the next listing a read, nothing more
+        pass
 
 
 def _raw_reader(store: Any) -> Callable[[str], tuple[int, builtins.bytes]]:

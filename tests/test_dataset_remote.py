@@ -373,3 +373,46 @@ def test_a_reader_killed_mid_read_leaves_a_cache_others_can_use(
     for oid in store:
         pack, _offset, _size = store.locate(oid)
         assert os.path.exists(pack), f"{oid} names a pack that is gone"
+
+
+def test_reopening_lists_from_pointer_hints_that_cannot_lie(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mirror keeps the pointers it read (blob id -> oid, size), so listing the
+    same version again reads no pointer blob; a hint whose blob id is not the
+    SHA-1 of the pointer it implies (edited, corrupt) is ignored."""
+    import sqlite3
+
+    import pixvcs.dataset
+
+    cache = tmp_path / "cache"
+    first = _open(remote, cache)
+    expected = [(r.path, r.oid, r.size) for r in first]
+    hints = next((cache / "repos").glob("*/pixvcs-pointers.db"))
+    reads: list[str] = []
+    real = pixvcs.dataset._raw_reader
+
+    def counting(store: Any) -> Any:
+        get = real(store)
+
+        def wrapped(blob: str) -> Any:
+            reads.append(blob)
+            return get(blob)
+
+        return wrapped
+
+    monkeypatch.setattr(pixvcs.dataset, "_raw_reader", counting)
+    again = _open(remote, cache)
+    assert [(r.path, r.oid, r.size) for r in again] == expected
+    media_blobs = {e.blob for e in again.source.list_entries(again.commit) if e.kind == "media"}
+    assert not media_blobs & set(reads), "no pointer blob read again"
+    # a lying hint: another object's oid under this blob id
+    victim = again[0]
+    with sqlite3.connect(hints) as db:
+        db.execute("UPDATE pointers SET oid = ? WHERE oid = ?", ("f" * 64, victim.oid))
+    db.close()
+    reads.clear()
+    third = _open(remote, cache)
+    assert [(r.path, r.oid, r.size) for r in third] == expected
+    assert reads, "the lying hint was ignored: its blob was read"
+    assert third[0].bytes() == remote.files[victim.path]
