@@ -416,3 +416,39 @@ def test_reopening_lists_from_pointer_hints_that_cannot_lie(
     assert [(r.path, r.oid, r.size) for r in third] == expected
     assert reads, "the lying hint was ignored: its blob was read"
     assert third[0].bytes() == remote.files[victim.path]
+
+
+def test_wrong_bytes_from_the_server_are_never_cached_nor_returned(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A remote that hands over other bytes under an oid (one flipped bit): what
+    precedes it is read, the read stops at it with CorruptObject naming it, and
+    the cache holds no row for it."""
+    from pixvcs import multi
+
+    cache = tmp_path / "cache"
+    ds = _open(remote, cache)
+    victim = ds[1].oid
+    if remote.url.startswith("file://"):  # a directory remote: its object rots on disk
+        path = Path(MediaStore(os.path.join(remote.url[len("file://") :], "lfs")).path(victim))
+        path.chmod(0o644)
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 1
+        path.write_bytes(bytes(data))
+    else:  # pixvcs serve: its answer carries other bytes under the oid
+        real = multi.records
+
+        def hostile(oids: Any, sizes: Any, read: Any) -> Any:
+            for chunk in real(oids, sizes, read):
+                if chunk.startswith(victim.encode()):
+                    chunk = chunk[:-1] + bytes([chunk[-1] ^ 1])
+                yield chunk
+
+        monkeypatch.setattr(multi, "records", hostile)  # the server runs in this process
+    got = []
+    with pytest.raises(CorruptObject) as e:
+        for record, data in ds.iter_bytes():
+            got.append((record.path, data))
+    assert e.value.expected == victim
+    assert got == [(ds[0].path, remote.files[ds[0].path])]
+    assert not PackStore(str(cache / "media")).has(victim)
