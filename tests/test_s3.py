@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -40,6 +41,9 @@ from pixvcs.transfer import check_incoming
 from tests.conftest import AUTHOR
 from tests.imagegen import image_bytes, make_dataset, snapshot, write_image
 from tests.s3server import Bucket, MotoS3, fresh_bucket, run_moto
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Tools
 
 WRITE, READ = "s3-w-token-0123456789", "s3-r-token-0123456789"
 
@@ -581,14 +585,11 @@ def test_the_token_goes_to_the_server_only(tmp_path: Path) -> None:
     assert put.headers["x-amz-checksum-sha256"] == checksum_of(oid)
 
 
-# -- stock git + git-lfs against pixvcs serve with S3 media ---------------------------------------------
-@pytest.mark.e2e
-def test_stock_git_lfs_push_and_clone_through_serve_with_s3_media(
-    tmp_path: Path, tokens: Path, bucket: Bucket
-) -> None:
+def _stock_git(tmp_path: Path) -> tuple[Tools, dict[str, str]]:
+    """Real git and git-lfs with a home of their own: (tests.e2e Tools, its env)."""
     import shutil
 
-    from tests.e2e.conftest import Tools, worktree_hashes, write_file, write_images
+    from tests.e2e.conftest import Tools
 
     assert shutil.which("git") and shutil.which("git-lfs"), "git and git-lfs are needed"
     home = tmp_path / "home"
@@ -599,7 +600,17 @@ def test_stock_git_lfs_push_and_clone_through_serve_with_s3_media(
         GIT_TERMINAL_PROMPT="0", GIT_AUTHOR_NAME="Ada", GIT_AUTHOR_EMAIL="ada@example.org",
         GIT_COMMITTER_NAME="Ada", GIT_COMMITTER_EMAIL="ada@example.org", LC_ALL="C",
     )  # fmt: skip
-    tools = Tools(env=env, home=home)
+    return Tools(env=env, home=home), env
+
+
+# -- stock git + git-lfs against pixvcs serve with S3 media ---------------------------------------------
+@pytest.mark.e2e
+def test_stock_git_lfs_push_and_clone_through_serve_with_s3_media(
+    tmp_path: Path, tokens: Path, bucket: Bucket
+) -> None:
+    from tests.e2e.conftest import worktree_hashes, write_file, write_images
+
+    tools, env = _stock_git(tmp_path)
     root = tmp_path / "srv"
     root.mkdir()
     tools.pixvcs(tmp_path, "init", "--bare", str(root / "animals"))
@@ -652,20 +663,9 @@ def test_stock_git_lfs_push_into_a_directory_remote_with_s3_media(
     pre-receive hook moves them to the bucket (verified) before it lets the ref
     move, so the push works and the bare repository keeps no media. A push
     whose images are nowhere is still refused."""
-    import shutil
+    from tests.e2e.conftest import write_images
 
-    from tests.e2e.conftest import Tools, write_images
-
-    assert shutil.which("git") and shutil.which("git-lfs"), "git and git-lfs are needed"
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(
-        HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), GIT_CONFIG_NOSYSTEM="1",
-        GIT_TERMINAL_PROMPT="0", GIT_AUTHOR_NAME="Ada", GIT_AUTHOR_EMAIL="ada@example.org",
-        GIT_COMMITTER_NAME="Ada", GIT_COMMITTER_EMAIL="ada@example.org", LC_ALL="C",
-    )  # fmt: skip
-    tools = Tools(env=env, home=home)
+    tools, _env = _stock_git(tmp_path)
     bare = tmp_path / "shared.git"
     tools.pixvcs(
         tmp_path, "init", "--bare", str(bare), "--media-url", f"s3://{bucket.name}/dir",
