@@ -34,6 +34,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from . import fsutil
@@ -177,6 +178,59 @@ def media_cache(root: str, size: int) -> MediaCache:
         if cache is None:
             cache = _caches[key] = MediaCache(root, size)
         return cache
+
+
+def cache_info(cache_dir: str | None = None) -> dict[str, Any]:
+    """What a cache directory holds (``pixvcs cache info``): its media (packs,
+    objects, bytes) and its history mirrors (count, bytes)."""
+    root = os.path.abspath(cache_dir) if cache_dir else default_cache_dir()
+    media = os.path.join(root, "media")
+    info: dict[str, Any] = {
+        "dir": root,
+        "media": {"packs": 0, "objects": 0, "bytes": 0},
+        "mirrors": {"count": 0, "bytes": 0},
+    }
+    if os.path.isfile(os.path.join(media, "index.sqlite")):
+        store = PackStore(media)
+        try:
+            info["media"] = {
+                "packs": len(store.packs()),
+                "objects": sum(1 for _ in store),
+                "bytes": store.total(),
+            }
+        finally:
+            store.close()
+    repos = os.path.join(root, "repos")
+    with suppress(FileNotFoundError):
+        mirrors = [e for e in os.scandir(repos) if e.is_dir(follow_symlinks=False)]
+        info["mirrors"] = {"count": len(mirrors), "bytes": sum(_tree_bytes(m.path) for m in mirrors)}
+    return info
+
+
+def clear_cache(cache_dir: str | None = None, *, mirrors: bool = True) -> dict[str, Any]:
+    """Delete a cache directory's media (and, with ``mirrors``, its history
+    mirrors): what ``pixvcs cache clear`` does. Only while nothing reads from
+    it: a reader of a cleared cache fetches again, but one midway through a
+    read may fail. Returns what was deleted (as :func:`cache_info` counts it)."""
+    before = cache_info(cache_dir)
+    root = before["dir"]
+    shutil.rmtree(os.path.join(root, "media"), ignore_errors=True)
+    if mirrors:
+        shutil.rmtree(os.path.join(root, "repos"), ignore_errors=True)
+    return {
+        "dir": root,
+        "media": before["media"],
+        "mirrors": before["mirrors"] if mirrors else {"count": 0, "bytes": 0},
+    }
+
+
+def _tree_bytes(path: str) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with suppress(OSError):  # gone meanwhile
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
 
 
 def _url_key(url: str) -> str:

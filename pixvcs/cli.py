@@ -128,6 +128,7 @@ def identity_from_env() -> str | None:
 #: Commands kept in modules of their own (which register themselves on ``main``
 #: when imported), by command name.
 _COMMAND_MODULES = {
+    "cache": "cli_cache",
     "check": "cli_check",
     "crawl": "cli_crawl",
     "worker": "cli_crawl",

@@ -173,6 +173,16 @@ An object:
 | `removed_temp` | integer | stale temporary files (older than `--grace`) deleted; for media in S3, staged uploads (`incoming/`) |
 | `media` | string | where the media were swept: `"lfs"` (the repository's store) or the bucket's `s3://` URL |
 """,
+    "cache info": """\
+An object: `dir` (string: the cache directory), `media` (object: `packs`,
+`objects`, `bytes`, integers: what the media store holds) and `mirrors`
+(object: `count`, `bytes`, integers: the history mirrors of remotes).
+""",
+    "cache clear": """\
+What was deleted, as `cache info` counted it just before: `dir`, `media`
+(`packs`, `objects`, `bytes`) and `mirrors` (`count`, `bytes`; zeros with
+`--media-only`).
+""",
     "catalog rebuild": """\
 An object: `objects` (integer: media objects decoded) and `invalid` (integer:
 those that do not decode).
