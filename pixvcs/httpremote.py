@@ -313,18 +313,7 @@ class HttpEndpoint:
             oid, size, href, header = item
             return self._fetch_one(oid, size, href, header, dest), oid
 
-        futures = [pool.submit(one, item) for item in work]
-        temps: list[tuple[str, str]] = []
-        failures: list[BaseException] = []
-        for future in futures:  # wait for all: no temp file is left behind
-            try:
-                temps.append(future.result())
-            except BaseException as e:  # re-raised below, after the clean-up
-                failures.append(e)
-        if failures:
-            multi.discard(temps)
-            raise failures[0]
-        return temps
+        return multi.gather([pool.submit(one, item) for item in work])
 
     def _download_multi(
         self,

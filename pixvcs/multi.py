@@ -27,6 +27,7 @@ import hashlib
 import io
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -225,6 +226,23 @@ def discard(temps: Iterable[tuple[str, str]]) -> None:
     for tmp, _oid in temps:
         with suppress(FileNotFoundError):  # gone already: fine
             os.unlink(tmp)
+
+
+def gather(futures: Iterable[Future[tuple[str, str]]]) -> list[tuple[str, str]]:
+    """``(temp file, oid)`` of every future, waiting for all of them so that no
+    temp file is left behind; if any failed, the others' temp files are removed
+    and the first failure is raised."""
+    temps: list[tuple[str, str]] = []
+    failures: list[BaseException] = []
+    for future in futures:
+        try:
+            temps.append(future.result())
+        except BaseException as e:  # re-raised below, after the clean-up
+            failures.append(e)
+    if failures:
+        discard(temps)
+        raise failures[0]
+    return temps
 
 
 def publish(dest: MediaStore, temps: Sequence[tuple[str, str]], *, sync_names: bool = True) -> None:

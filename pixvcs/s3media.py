@@ -43,10 +43,10 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from . import multi
 from .errors import CorruptObject, MissingDependency, MissingMedia, RemoteError, UsageError
 from .pointer import is_oid
 
@@ -546,23 +546,9 @@ class S3Media:
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             for start in range(0, len(oids), BATCH):
                 batch = dest.absent(oids[start : start + BATCH])
-                futures = [pool.submit(one, o) for o in batch]
-                temps: list[tuple[str, str]] = []
-                failures: list[BaseException] = []
-                for future in futures:  # wait for all: no temp file is left behind
-                    try:
-                        temps.append(future.result())
-                    except BaseException as e:  # re-raised below, after the clean-up
-                        failures.append(e)
-                if failures:
-                    for tmp, _ in temps:
-                        with suppress(FileNotFoundError):  # gone already: fine
-                            os.unlink(tmp)
-                    raise failures[0]
-                if temps:
-                    dest.sync()
-                    for tmp, oid in temps:
-                        dest.publish(tmp, oid)
+                multi.publish(
+                    dest, multi.gather([pool.submit(one, o) for o in batch]), sync_names=False
+                )
                 done += len(oids[start : start + BATCH])
                 progress("download", done, len(oids))
 
