@@ -425,7 +425,9 @@ class PixvcsApp:
     ) -> dict[str, Any]:
         """One object's answer; ``shared``: the pixvcs-multi href of the batch."""
         if operation == "download":
-            if not media.has(oid):
+            try:  # one stat: whether it is there, and its size
+                stored = media.size(oid)
+            except FileNotFoundError:
                 return {
                     "oid": oid,
                     "size": size,
@@ -434,7 +436,7 @@ class PixvcsApp:
             # the stored size: a client may not know it (sizes are checked by the hash anyway)
             return {
                 "oid": oid,
-                "size": media.size(oid),
+                "size": stored,
                 "authenticated": True,
                 "actions": {"download": {"href": shared or base + oid, "header": dict(header)}},
             }

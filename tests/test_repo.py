@@ -98,7 +98,10 @@ def test_status_and_stat_cache(repo: Repo) -> None:
     repo.add([repo.root])
     st = repo.status()
     assert (st.staged_added, st.staged_modified, st.staged_deleted) == (
-        ["b/new.jpg"], ["a/0001.jpg"], ["a/0002.jpg"])
+        ["b/new.jpg"],
+        ["a/0001.jpg"],
+        ["a/0002.jpg"],
+    )
     assert st.modified == st.deleted == []
 
 
@@ -384,7 +387,9 @@ def test_catalog_rebuild(repo: Repo) -> None:
 def test_diff_reports_dataset_changes(repo: Repo) -> None:
     make_dataset(repo.root, {"cat": 3, "dog": 2})
     v1 = _commit_all(repo, "v1")
-    os.rename(os.path.join(repo.root, "cat", "0000.jpg"), os.path.join(repo.root, "dog", "moved.jpg"))
+    os.rename(
+        os.path.join(repo.root, "cat", "0000.jpg"), os.path.join(repo.root, "dog", "moved.jpg")
+    )
     os.unlink(os.path.join(repo.root, "cat", "0001.jpg"))
     write_image(os.path.join(repo.root, "dog", "0000.jpg"), 4242, size=(60, 50))
     write_image(os.path.join(repo.root, "bird", "0000.jpg"), 4343)
@@ -399,8 +404,11 @@ def test_diff_reports_dataset_changes(repo: Repo) -> None:
     v2 = repo.commit("v2", author=AUTHOR)
     d2 = repo.diff(v1, v2)
     assert d2.added == ["bird/0000.jpg"]
-    assert d2.classes == {"bird": {"before": 0, "after": 1}, "cat": {"before": 3, "after": 1},
-                          "dog": {"before": 2, "after": 3}}
+    assert d2.classes == {
+        "bird": {"before": 0, "after": 1},
+        "cat": {"before": 3, "after": 1},
+        "dog": {"before": 2, "after": 3},
+    }
     assert d2.details["dog/0000.jpg"]["new_dims"] == [60, 50]
     assert repo.diff(v2, v2).empty
     # one revision: against the work tree
@@ -433,6 +441,24 @@ def test_link_mode_hardlinks_read_only_objects(repo: Repo) -> None:
     assert Path(restored).read_bytes() == data["a/0000.jpg"]
     assert os.stat(restored).st_nlink >= 2
     assert repo.status().clean and repo.fsck().ok
+
+
+@pytest.mark.parametrize("count", [3, 80])  # in process, and over worker processes
+def test_a_refused_link_add_leaves_work_files_writable_and_no_links(repo: Repo, count: int) -> None:
+    make_dataset(repo.root, {"a": count})
+    with open(os.path.join(repo.root, "a", "broken.jpg"), "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not really a JPEG")
+    with pytest.raises(InvalidImages):
+        repo.add([repo.root], link=True)
+    for name in os.listdir(os.path.join(repo.root, "a")):
+        st = os.stat(os.path.join(repo.root, "a", name))
+        assert st.st_mode & 0o200 and st.st_nlink == 1, name
+    assert list(repo.media) == [] and repo.media.stray_temp_files() == []
+    result = repo.add(
+        [os.path.join(repo.root, "a", f"{i:04d}.jpg") for i in range(count)], link=True
+    )
+    assert len(result.added) == count and repo.media.stray_temp_files() == []
+    assert not os.stat(os.path.join(repo.root, "a", "0000.jpg")).st_mode & 0o222
 
 
 def test_large_checkout_runs_in_parallel_and_is_exact(repo: Repo) -> None:
@@ -489,7 +515,9 @@ def test_fsck_reports_a_pointer_whose_size_lies(repo: Repo) -> None:
     liar = Blob.from_string(format_pointer(oid, len(data["a/0000.jpg"]) + 1))
     repo.store.add_object(liar)
     objs: list = []
-    tree = trees.update(repo.store, repo.tree_of(None), [("b/liar.jpg", 0o100644, liar.id.decode())], objs)
+    tree = trees.update(
+        repo.store, repo.tree_of(None), [("b/liar.jpg", 0o100644, liar.id.decode())], objs
+    )
     for obj, _ in objs:
         repo.store.add_object(obj)
     head = repo.head_commit()
@@ -555,7 +583,9 @@ def test_unknown_git_format_is_refused_cleanly(repo: Repo) -> None:
     from pixvcs import UnsupportedFormat
 
     cfg = Path(repo.git_dir, "config")
-    cfg.write_text(cfg.read_text().replace("repositoryformatversion = 0", "repositoryformatversion = 7"))
+    cfg.write_text(
+        cfg.read_text().replace("repositoryformatversion = 0", "repositoryformatversion = 7")
+    )
     with pytest.raises(UnsupportedFormat, match="repositoryformatversion 7"):
         Repo.open(repo.root)
 
@@ -600,7 +630,9 @@ def test_interrupted_switch_is_rederived_from_head(repo: Repo) -> None:
     assert repo.status().clean
 
 
-def test_checkout_killed_half_way_leaves_no_strays(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkout_killed_half_way_leaves_no_strays(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pixvcs import fsutil
 
     make_dataset(repo.root, {"a": 6})
@@ -642,7 +674,9 @@ def test_catalog_from_another_phash_recipe_is_not_mixed(repo: Repo) -> None:
     assert repo.catalog.get(oid) is not None
 
 
-def test_commit_files_stages_a_version_on_a_branch_without_touching_the_work_tree(repo: Repo) -> None:
+def test_commit_files_stages_a_version_on_a_branch_without_touching_the_work_tree(
+    repo: Repo,
+) -> None:
     from tests.imagegen import image_bytes
 
     make_dataset(repo.root, {"a": 1})
@@ -650,11 +684,21 @@ def test_commit_files_stages_a_version_on_a_branch_without_touching_the_work_tre
     before = snapshot(repo.root)
     data = image_bytes(77)
     oid = repo.media.add_bytes(data)
-    c1 = repo.commit_files("crawl/job1", [("b/new.jpg", oid, len(data)), ("prov.jsonl", b"{}\n")],
-                           "crawl", base="main", author=AUTHOR)
+    c1 = repo.commit_files(
+        "crawl/job1",
+        [("b/new.jpg", oid, len(data)), ("prov.jsonl", b"{}\n")],
+        "crawl",
+        base="main",
+        author=AUTHOR,
+    )
     assert repo.branches()["crawl/job1"] == c1 and repo.commit_info(c1).parents == [base]
     assert snapshot(repo.root) == before and repo.status().clean
-    assert {e.path for e in repo.ls("crawl/job1")} == {".gitattributes", "a/0000.jpg", "b/new.jpg", "prov.jsonl"}
+    assert {e.path for e in repo.ls("crawl/job1")} == {
+        ".gitattributes",
+        "a/0000.jpg",
+        "b/new.jpg",
+        "prov.jsonl",
+    }
     c2 = repo.commit_files("crawl/job1", [("prov.jsonl", b"{}\n{}\n")], "more", author=AUTHOR)
     assert repo.commit_info(c2).parents == [c1]
     with pytest.raises(MissingMedia):

@@ -368,6 +368,29 @@ def test_a_corrupt_local_object_is_never_sent(tmp_path: Path, served: Served) ->
     assert served.stored() == [] and served.strays() == []
 
 
+def test_an_object_corrupt_on_the_server_is_named_and_never_stored(
+    tmp_path: Path, served: Served
+) -> None:
+    """The server sends objects as stored (no hash on the way out): the client's
+    check is what stands between a rotten object on the server and its store."""
+    srv = MediaStore(str(served.root / "animals" / "lfs"))
+    good, bad = image_bytes(13), image_bytes(14)
+    oids = [srv.add_bytes(good), srv.add_bytes(bad)]
+    path = srv.path(oids[1])
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(40)
+        f.write(b"\xff\x00\xff")  # same size, other bytes: bit rot
+    dest = MediaStore.create(str(tmp_path / "dest"))
+    with pytest.raises(CorruptObject) as err:
+        HttpEndpoint(served.url(READ)).download(oids, dest, lambda *a: None)
+    assert err.value.expected == oids[1] and "/animals" in err.value.where
+    assert sorted(dest) == [] and dest.stray_temp_files() == []
+    # the good object alone still comes, verified
+    HttpEndpoint(served.url(READ)).download(oids[:1], dest, lambda *a: None)
+    assert sorted(dest) == oids[:1] and dest.read(oids[0]) == good
+
+
 # -- docs/format.md's examples are fixtures ---------------------------------------------------
 def test_format_md_multi_examples(served: Served) -> None:
     from tests.test_docs import DOCS, fixtures
