@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
 import signal
 import threading
@@ -62,8 +63,28 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+class _TmpSalt:
+    """Random per process (drawn again after a fork), stepped per name: the
+    8 hex digits of :func:`unique_tmp` without a getrandom call per name."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.base = int.from_bytes(os.urandom(4), "big")
+        self.count = itertools.count()  # next() on it is atomic: threads never share a step
+
+    def next(self) -> int:
+        # an odd step: 2**32 distinct names before one repeats
+        return (self.base + next(self.count) * 0x9E3779B1) & 0xFFFFFFFF
+
+
+_SALT = _TmpSalt()
+
+
 def unique_tmp(tmp_dir: str, hint: str = "") -> str:
-    return os.path.join(tmp_dir, f"{hint}{os.getpid()}-{time.monotonic_ns()}-{os.urandom(4).hex()}")
+    return os.path.join(tmp_dir, f"{hint}{os.getpid()}-{time.monotonic_ns()}-{_SALT.next():08x}")
 
 
 def atomic_rename(tmp: str, dest: str, *, readonly: bool = False) -> None:

@@ -120,6 +120,13 @@ class Index:
         for row in self.db.execute(f"SELECT {_COLS} FROM entries ORDER BY path"):
             yield Entry(*row)
 
+    def media_rows(self) -> list[tuple[str, str, int]]:
+        """``(pointer blob, oid, size)`` of every staged media entry (a cache:
+        whoever uses a row checks that the blob is that pointer's)."""
+        return self.db.execute(
+            "SELECT blob, oid, size FROM entries WHERE oid IS NOT NULL AND blob IS NOT NULL"
+        ).fetchall()
+
     def stat_rows(self, paths: Iterable[str] | None = None) -> set[StatRow]:
         """The stat cache of every live entry (or of those of ``paths``) as
         :data:`StatRow` tuples, built by SQLite and the C-level ``set()``: no

@@ -250,16 +250,19 @@ def publish(dest: MediaStore, temps: Sequence[tuple[str, str]], *, sync_names: b
     make the renames durable (a second sync) before anyone is told. With
     ``sync_names=False`` the caller makes the renames durable itself, once for
     many batches (a rename lost in a crash loses a complete object's name, never
-    its bytes: it is fetched again)."""
+    its bytes: it is fetched again). On an error, the temp files not yet
+    renamed are removed."""
     if not temps:
         return
+    done = 0
     try:
         dest.sync()
-    except BaseException:
-        discard(temps)
+        for tmp, oid in temps:
+            dest.publish(tmp, oid)
+            done += 1
+    except BaseException:  # what is not in place yet leaves no temp file
+        discard(temps[done:])
         raise
-    for tmp, oid in temps:
-        dest.publish(tmp, oid)
     if sync_names:
         dest.sync()
 

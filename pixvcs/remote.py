@@ -29,6 +29,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse, urlunparse
 
@@ -202,6 +203,11 @@ class DirectoryEndpoint:
         return _copy_verified(src, self.media, oids, progress, "upload")
 
 
+#: Objects from which a copy between two stores on disk runs in worker processes
+#: (below it, threads: a fork costs more than it saves).
+PROCESS_THRESHOLD = 2000
+
+
 def _copy_verified(
     src: MediaStore,
     dest: MediaStore,
@@ -210,56 +216,92 @@ def _copy_verified(
     stage: str,
     *,
     link: bool = False,
+    jobs: int | None = None,
 ) -> int:
     """Copy the objects ``dest`` lacks; returns how many. Each is read and
     verified against its oid first. With ``link``, on one filesystem, it is
     then hard-linked (an object is read-only and never modified, as ``git
     clone --local`` links objects; see format.md, "Remotes"); else written to a temp file,
     made durable with one sync per :data:`BATCH` and renamed into place. The
-    workers run ahead while a batch syncs; one last sync covers the links."""
+    workers run ahead while a batch syncs; one last sync covers the links and
+    the renames.
+    Between two plain stores on disk, from :data:`PROCESS_THRESHOLD` objects
+    on, the workers are forked processes (reading, hashing and writing 20,000
+    small objects is mostly per-object interpreter work, which threads do one
+    at a time). Each worker publishes its own batches."""
     todo = dest.absent(oids)
     if not todo:
         progress(stage, len(oids), len(oids))
         return 0
     os.makedirs(dest.objects_dir, exist_ok=True)
     link = link and _same_filesystem(src.objects_dir, dest.objects_dir)
+    batches = [todo[i : i + BATCH] for i in range(0, len(todo), BATCH)]
+    jobs = jobs or os.cpu_count() or 1
+    plain = type(src) is MediaStore and type(dest) is MediaStore  # not a cache's packs
+    if plain and jobs > 1 and len(todo) >= PROCESS_THRESHOLD and _can_fork():
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
 
-    def one(oid: str) -> tuple[str, str] | None:
-        nonlocal link
-        if not is_oid(oid):
-            raise CorruptObject(oid, "(not an oid)", src.root)
-        if link:
-            got = src.verify(oid)  # reads the bytes, writes none
-            if got != oid:
-                raise CorruptObject(oid, got, src.root)
-            try:
-                dest.link_from(src.path(oid), oid)
-                return None
-            except OSError as e:
-                if e.errno not in _NO_LINK:
-                    raise
-                link = False  # not here (another filesystem, not our file, ...): copy
-        data = src.read(oid)  # verified
-        return dest.write_temp(data, oid), oid
-
-    temps: list[tuple[str, str]] = []
+        pool: Any = ProcessPoolExecutor(
+            max_workers=jobs, mp_context=get_context("fork"), initializer=fsutil.worker_init
+        )
+        submit = partial(pool.submit, _copy_batch, src.root, dest.root)
+    else:
+        pool = ThreadPoolExecutor(max_workers=4)
+        submit = partial(pool.submit, _copy_into, src, dest)
     done = 0
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with pool:
+        futures = [submit(batch, link) for batch in batches]
         try:
-            for result in pool.map(one, todo):
-                done += 1
-                if result is not None:
-                    temps.append(result)
-                if len(temps) >= BATCH or done == len(todo):
-                    multi.publish(dest, temps)
-                    temps = []
-                if done % BATCH == 0 or done == len(todo):
-                    progress(stage, len(oids) - len(todo) + done, len(oids))
+            for future, batch in zip(futures, batches, strict=True):
+                future.result()
+                done += len(batch)
+                progress(stage, len(oids) - len(todo) + done, len(oids))
         except BaseException:
-            multi.discard(temps)
+            for future in futures:  # a batch either publishes or leaves no temp file
+                future.cancel()
             raise
-    dest.sync()  # the links (a no-op's cost when publish just synced)
+    dest.sync()  # the links, and every batch's renames, once
     return len(todo)
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _copy_batch(src_root: str, dest_root: str, oids: Sequence[str], link: bool) -> None:
+    """Worker-process entry point of :func:`_copy_verified`."""
+    _copy_into(MediaStore(src_root), MediaStore(dest_root), oids, link)
+
+
+def _copy_into(src: MediaStore, dest: MediaStore, oids: Sequence[str], link: bool) -> None:
+    """Verify and copy (or link) ``oids``, then publish the batch: one sync for
+    its temp files, then their renames (synced by the caller, once for all).
+    On an error, the batch's temp files are removed before it is raised."""
+    temps: list[tuple[str, str]] = []
+    try:
+        for oid in oids:
+            if not is_oid(oid):
+                raise CorruptObject(oid, "(not an oid)", src.root)
+            if link:
+                got = src.verify(oid)  # reads the bytes, writes none
+                if got != oid:
+                    raise CorruptObject(oid, got, src.root)
+                try:
+                    dest.link_from(src.path(oid), oid)
+                    continue
+                except OSError as e:
+                    if e.errno not in _NO_LINK:
+                        raise
+                    link = False  # not here (another filesystem, not our file, ...): copy
+            data = src.read(oid)  # verified
+            temps.append((dest.write_temp(data, oid), oid))
+    except BaseException:
+        multi.discard(temps)
+        raise
+    multi.publish(dest, temps, sync_names=False)  # removes them if the sync fails
 
 
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP, errno.ENOSYS}

@@ -234,6 +234,8 @@ class Repo(AbstractContextManager["Repo"]):
         self.verified_oids: set[str] = set()
         #: Pointers this Repo has parsed, by blob id (blobs never change).
         self.known_pointers: dict[str, Pointer] = {}
+        #: Whether ``known_pointers`` holds the index's pointers already.
+        self.index_pointers_loaded = False
 
     # -- lifecycle -------------------------------------------------------------
     @classmethod

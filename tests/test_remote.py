@@ -217,9 +217,13 @@ def test_an_interrupted_push_sends_only_what_is_missing_when_run_again(
     monkeypatch.setattr(media_mod.MediaStore, "publish", real_publish)
     with Repo.open(remote) as r:
         assert "main" not in r.branches(), "no ref before all media arrived"
-        assert len(list(r.media)) == 150
+        # the batch that died published nothing; batches already running in
+        # other workers finish: every object there is whole, no temp file left
+        arrived = set(r.media)
+        assert 150 <= len(arrived) < 250 and all(r.media.verify(o) == o for o in arrived)
+        assert r.media.stray_temp_files() == []
     result = a.push()
-    assert result.media_sent == 100, "only the objects that had not arrived are sent again"
+    assert result.media_sent == 250 - len(arrived), "only what had not arrived is sent again"
     with Repo.open(remote) as r:
         assert r.branches()["main"] == a.head_commit() and r.fsck().ok
     a.close()
@@ -283,6 +287,81 @@ def test_clone_links_verified_objects_and_push_copies(tmp_path: Path, remote: st
     with Repo.open(str(tmp_path / "c")) as c:
         assert not c.media.has(oids[0])
     a.close()
+
+
+def test_large_transfers_run_in_worker_processes(
+    tmp_path: Path, remote: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From PROCESS_THRESHOLD objects on, a directory push copies and a clone
+    links in forked workers, each publishing its own batches: the same bytes,
+    no temp file left, and a corrupt object stops it with the oid named."""
+    from pixvcs import remote as remote_mod
+
+    monkeypatch.setattr(remote_mod, "PROCESS_THRESHOLD", 10)
+    monkeypatch.setattr(remote_mod, "BATCH", 7)  # several batches per worker
+    forks: list[bool] = []
+    can_fork = remote_mod._can_fork
+    monkeypatch.setattr(remote_mod, "_can_fork", lambda: forks.append(can_fork()) or forks[-1])
+    a = _new(tmp_path, "a", remote)
+    data = make_dataset(a.root, {"cat": 20, "dog": 15})
+    _commit_all(a, "v1")
+    assert a.push().media_sent == 35
+    with Repo.open(remote) as r:
+        oids = sorted(hashlib.sha256(c).hexdigest() for c in data.values())
+        assert sorted(r.media) == oids and r.media.stray_temp_files() == []
+        assert all(r.media.verify(o) == o for o in oids)
+        remote_media = r.media
+    b = Repo.clone(remote, str(tmp_path / "b"))
+    assert snapshot(b.root) == snapshot(a.root) and b.fsck().ok
+    assert all(os.path.samefile(b.media.path(o), remote_media.path(o)) for o in oids)
+    b.close()
+    assert forks == [True, True], "the push and the clone both went to worker processes"
+
+    # a bad object in the sender's store: refused by name, the remote keeps only whole objects
+    write_image(os.path.join(a.root, "fox", "0.jpg"), 99)
+    make_dataset(a.root, {"owl": 20}, seed=9)
+    _commit_all(a, "v2")
+    new = sorted(set(a.media) - set(oids))
+    victim = a.media.path(new[3])
+    os.chmod(victim, 0o644)
+    with open(victim, "r+b") as f:
+        f.seek(30)
+        f.write(b"rot")
+    with pytest.raises(CorruptObject) as err:
+        a.push()
+    assert err.value.expected == new[3]
+    with Repo.open(remote) as r:
+        assert new[3] not in set(r.media) and r.media.stray_temp_files() == []
+        assert all(r.media.verify(o) == o for o in r.media)
+        assert r.git.refs[b"refs/heads/main"].decode() != a.head_commit(), "no ref moved"
+    a.close()
+
+
+def test_push_takes_pointers_from_the_index_only_when_they_hash_to_the_blob(
+    tmp_path: Path, remote: str
+) -> None:
+    import sqlite3
+
+    from pixvcs.transfer import known_pointers
+
+    a = _new(tmp_path, "a", remote)
+    data = make_dataset(a.root, {"cat": 3})
+    _commit_all(a, "v1")
+    real = {hashlib.sha256(c).hexdigest() for c in data.values()}
+    # a row that lies about its object: (oid, size) whose pointer is not that blob
+    db = sqlite3.connect(os.path.join(a.state_dir, "index.db"))
+    with db:
+        db.execute("UPDATE entries SET oid = ? WHERE path = 'cat/0000.jpg'", ("0" * 64,))
+    db.close()
+    a.close()
+    with Repo.open(str(tmp_path / "a")) as again:
+        hints = known_pointers(again)
+        assert {p.oid for p in hints.values()} == real - {
+            hashlib.sha256(data["cat/0000.jpg"]).hexdigest()
+        }, "the lying row is not believed, the two honest ones are"
+        assert again.push().media_sent == 3
+    with Repo.open(remote) as r:
+        assert set(r.media) == real
 
 
 def test_a_local_clone_links_the_remotes_git_objects(tmp_path: Path, remote: str) -> None:
