@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, suppress
@@ -32,6 +33,45 @@ BATCHES_IN_FLIGHT = 3  # batches whose transfers overlap
 def _sized(oids: Sequence[str], sizes: Mapping[str, int] | None) -> list[tuple[str, int]]:
     """(oid, size) for a batch request: the pointer's size, 0 when not known."""
     return [(o, (sizes or {}).get(o, 0)) for o in oids]
+
+
+#: Objects from which a download into a store on disk runs in forked worker processes.
+PROCESS_THRESHOLD = 2000
+#: The endpoint a forked download worker works for (set only while the pool forks).
+_FORKED: HttpEndpoint | None = None
+_FORKED_IN_CHILD: HttpEndpoint | None = None
+_FORK_LOCK = threading.Lock()
+
+
+def _fork_worth_it(n: int) -> bool:
+    import multiprocessing
+
+    return (
+        n >= PROCESS_THRESHOLD
+        and (os.cpu_count() or 1) > 1
+        and "fork" in multiprocessing.get_all_start_methods()
+    )
+
+
+def _forked_start() -> None:
+    """Worker initializer: its own HTTP client (the parent's pooled sockets are
+    the parent's: never used, never closed here)."""
+    global _FORKED_IN_CHILD
+    fsutil.worker_init()
+    endpoint = _FORKED
+    assert endpoint is not None, "a download worker forked outside _download_in_processes"
+    endpoint._http = endpoint._new_client()
+    _FORKED_IN_CHILD = endpoint
+
+
+def _forked_download(batch: list[str], dest_root: str, sizes: Mapping[str, int] | None) -> None:
+    """One batch, in a worker: verified temp files, then published."""
+    endpoint = _FORKED_IN_CHILD
+    assert endpoint is not None
+    dest = MediaStore(dest_root)
+    with ThreadPoolExecutor(max_workers=endpoint.workers) as pool:
+        temps = endpoint._download_batch(batch, dest, sizes, pool)
+    multi.publish(dest, temps, sync_names=False)
 
 
 class HttpEndpoint:
@@ -56,7 +96,6 @@ class HttpEndpoint:
         lfs_url: str | None = None,
         transfers: Sequence[str] = (multi.NAME, "basic"),
     ) -> None:
-        import httpx
 
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -86,10 +125,16 @@ class HttpEndpoint:
         # where the token may go: the remote's origin, and the LFS server the user configured
         self._origins = {_origin(self.url), _origin(self.lfs_url)}
         # no default Authorization: the token is added per request, to this origin only
-        self._http = httpx.Client(
+        self._timeout, self._transport = timeout, transport
+        self._http = self._new_client()
+
+    def _new_client(self) -> httpx.Client:
+        import httpx
+
+        return httpx.Client(
             headers={"User-Agent": "pixvcs"},
-            timeout=timeout,
-            transport=transport,
+            timeout=self._timeout,
+            transport=self._transport,
             follow_redirects=False,
         )
 
@@ -253,10 +298,10 @@ class HttpEndpoint:
         ``received`` gets the verified bytes of the objects a pixvcs-multi
         answer carried in memory (from a worker thread, before they are stored)."""
         os.makedirs(dest.tmp_dir, exist_ok=True)
-        batches = [
-            dest.absent(oids[start : start + BATCH])
-            for start in range(0, len(oids), BATCH)
-        ]
+        batches = [dest.absent(oids[start : start + BATCH]) for start in range(0, len(oids), BATCH)]
+        if received is None and type(dest) is MediaStore and _fork_worth_it(len(oids)):
+            self._download_in_processes(batches, dest, sizes, progress, len(oids))
+            return
         done = 0
         with (
             ThreadPoolExecutor(max_workers=self.workers) as pool,
@@ -280,6 +325,54 @@ class HttpEndpoint:
                     with suppress(BaseException):  # reported: the first failure above
                         multi.discard(future.result())
                 raise
+
+    def _download_in_processes(
+        self,
+        batches: list[list[str]],
+        dest: MediaStore,
+        sizes: Mapping[str, int] | None,
+        progress: Progress,
+        total: int,
+    ) -> None:
+        """:meth:`download` in forked worker processes (a large download into
+        a store on disk): receiving, hashing and writing 20,000 small objects
+        is mostly per-object interpreter work, which threads do one at a time.
+        Each worker has its own HTTP client and publishes its own batches; one
+        last sync here makes every rename durable."""
+        global _FORKED
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        jobs = min(BATCHES_IN_FLIGHT, (os.cpu_count() or 1) + 1)
+        done = 0
+        with _FORK_LOCK:  # the workers fork at the first submit, copying _FORKED
+            _FORKED = self
+            try:
+                pool = ProcessPoolExecutor(
+                    max_workers=jobs, mp_context=get_context("fork"), initializer=_forked_start
+                )
+                with pool:
+                    futures = [
+                        pool.submit(
+                            _forked_download,
+                            batch,
+                            dest.root,
+                            {o: sizes[o] for o in batch} if sizes else None,
+                        )
+                        for batch in batches
+                    ]
+                    try:
+                        for future, batch in zip(futures, batches, strict=True):
+                            future.result()
+                            done += len(batch)
+                            progress("download", done, total)
+                    except BaseException:
+                        for future in futures:  # a batch either publishes or leaves no temp file
+                            future.cancel()
+                        raise
+            finally:
+                _FORKED = None
+        dest.sync()  # every batch's renames, once, before the caller goes on
 
     def _download_batch(
         self,

@@ -391,6 +391,41 @@ def test_an_object_corrupt_on_the_server_is_named_and_never_stored(
     assert sorted(dest) == oids[:1] and dest.read(oids[0]) == good
 
 
+def test_large_downloads_run_in_worker_processes(
+    tmp_path: Path, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From PROCESS_THRESHOLD objects on, a download into a store on disk runs
+    in forked workers (own HTTP client each, own batches published): the same
+    verified bytes, no temp file; a corrupt object is named, its batch kept out."""
+    from pixvcs import httpremote
+
+    monkeypatch.setattr(httpremote, "PROCESS_THRESHOLD", 10)
+    monkeypatch.setattr(httpremote, "BATCH", 6)
+    srv = MediaStore(str(served.root / "animals" / "lfs"))
+    blobs = [image_bytes(100 + i) for i in range(30)]
+    oids = [srv.add_bytes(b) for b in blobs]
+    dest = MediaStore.create(str(tmp_path / "dest"))
+    seen: list[int] = []
+    HttpEndpoint(served.url(READ)).download(oids, dest, lambda _s, done, _t: seen.append(done))
+    assert sorted(dest) == sorted(oids) and dest.stray_temp_files() == []
+    assert all(dest.read(o) == b for o, b in zip(oids, blobs, strict=True))
+    assert seen[-1] == 30
+    assert sum(p.endswith("/multi/download") for p in served.paths) == 5, "one request a batch"
+
+    rotten = oids[17]
+    path = srv.path(rotten)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(40)
+        f.write(b"\x00\xff\x00")
+    again = MediaStore.create(str(tmp_path / "again"))
+    with pytest.raises(CorruptObject) as err:
+        HttpEndpoint(served.url(READ)).download(oids, again, lambda *a: None)
+    assert err.value.expected == rotten
+    assert rotten not in set(again) and again.stray_temp_files() == []
+    assert all(again.read(o) == dest.read(o) for o in again)
+
+
 # -- docs/format.md's examples are fixtures ---------------------------------------------------
 def test_format_md_multi_examples(served: Served) -> None:
     from tests.test_docs import DOCS, fixtures
