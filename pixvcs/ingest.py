@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, TypeVar
 
+from . import fsutil
 from .fsutil import worker_init
 from .imageinfo import (
     MAX_PIXELS,
@@ -123,10 +124,12 @@ def ingest_one(
 
 
 def _link_into_store(store: MediaStore, abspath: str, data: bytes, oid: str) -> str:
+    tmp = fsutil.unique_tmp(store.tmp_dir, "link-")
     try:
-        return store.link_temp(abspath, oid)
+        os.link(abspath, tmp)
     except OSError:  # cross-device or no hardlinks here: fall back to a copy
         return store.write_temp(data, oid)
+    return tmp
 
 
 def ingest_batch(
@@ -146,18 +149,14 @@ def ingest_batch(
     return out
 
 
-def publish(store: MediaStore, items: Sequence[Ingested], *, link: bool = False) -> None:
+def publish(store: MediaStore, items: Sequence[Ingested]) -> None:
     """Make every new object's temporary file durable (one sync for all: the
-    workers never wait on the disk), then rename each into place read-only
-    (with ``link``, the hard links to work-tree files become read-only here,
-    once the add is sure to go ahead, not before)."""
+    workers never wait on the disk), then rename each into place read-only."""
     temps = [(i.tmp, i.oid) for i in items if i.tmp is not None and i.oid is not None]
     if not temps:
         return
     store.sync()
     for tmp, oid in temps:
-        if link:
-            os.chmod(tmp, 0o444)
         store.publish(tmp, oid)
 
 

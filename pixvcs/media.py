@@ -84,23 +84,6 @@ class MediaStore:
             os.close(fd)
         return tmp
 
-    def link_temp(self, path: str, oid: str) -> str:
-        """First half of a batched link (``add --link``): a hard link to
-        ``path`` (verified to hold ``oid`` by the caller) made next to the
-        object's final name, as :meth:`write_temp` makes its file, so that
-        :meth:`publish` is one rename. Not made read-only here: the caller
-        does that when it publishes (the inode is the work-tree file's).
-        Raises OSError where no hard link can be made."""
-        tmp = fsutil.unique_tmp(os.path.dirname(self.path(oid)), f".tmp-{oid[:16]}-")
-        try:
-            os.link(path, tmp)
-        except FileNotFoundError:
-            if not os.path.exists(path):
-                raise
-            self._make_fanout(oid)
-            os.link(path, tmp)
-        return tmp
-
     def _make_fanout(self, oid: str) -> None:
         """Create ``objects/aa/bb/`` (a fresh store makes thousands: one mkdir
         each, not makedirs' walk up the path)."""

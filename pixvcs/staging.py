@@ -195,7 +195,7 @@ def add(
         problems = [(p, why) for p, why in unreadable] + [(p, e or "") for p, e in invalid]
         raise InvalidImages(sorted(problems))
     try:
-        publish(repo.media, items, link=link)  # one sync, then each renamed into place
+        publish(repo.media, items)  # one sync, then every new object renamed into place
     except BaseException:
         discard(items)
         raise
