@@ -29,6 +29,7 @@ from .errors import (
     RefConflict,
     UsageError,
 )
+from .packreuse import pack_data_generator
 from .pointer import Pointer, format_pointer, looks_like_pointer, parse_pointer
 from .remote import (
     DirectoryEndpoint,
@@ -226,7 +227,8 @@ def push(
 
     try:
         with endpoint.lock():
-            sent = client.send_pack(path, update_refs, repo.git.generate_pack_data)
+            generate = pack_data_generator(repo.git.object_store, repo.git.object_format)
+            sent = client.send_pack(path, update_refs, generate)
     except FileLocked as e:  # a ref lock of a process that is not pixvcs
         raise RefConflict(f"{os.fsdecode(e.filename)} is locked on {remote}; try again") from None
     failed = {k.decode(): v for k, v in (sent.ref_status or {}).items() if v}
