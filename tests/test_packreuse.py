@@ -52,19 +52,28 @@ def test_reused_pack_data_is_a_valid_pack_of_the_same_objects(tmp_path: Path) ->
     repo.close()
 
 
-def test_push_with_reused_pack_data_round_trips(tmp_path: Path) -> None:
+def _with_remote(tmp_path: Path) -> tuple[Repo, str]:
+    """A repository with a bare directory remote ``origin``."""
     remote = str(tmp_path / "shared.git")
     Repo.init(remote, bare=True).close()
-    a = Repo.init(str(tmp_path / "a"))
-    a.add_remote("origin", remote)
+    repo = Repo.init(str(tmp_path / "a"))
+    repo.add_remote("origin", remote)
+    return repo, remote
+
+
+def _commit(repo: Repo, msg: str) -> None:
+    repo.add([repo.root])
+    repo.commit(msg, author=AUTHOR)
+
+
+def test_push_with_reused_pack_data_round_trips(tmp_path: Path) -> None:
+    a, remote = _with_remote(tmp_path)
     make_dataset(a.root, {"cat": 3, "dog": 2})
-    a.add([a.root])
-    a.commit("v1", author=AUTHOR)
+    _commit(a, "v1")
     a.git.object_store.pack_loose_objects()
     a.push()
     Path(a.root, "notes.txt").write_text("second version\n")
-    a.add([a.root])
-    a.commit("v2", author=AUTHOR)
+    _commit(a, "v2")
     a.push()
     with Repo.open(remote) as r:
         assert r.fsck().ok
@@ -75,13 +84,9 @@ def test_push_with_reused_pack_data_round_trips(tmp_path: Path) -> None:
 
 
 def test_damaged_compressed_bytes_stop_the_push_and_move_no_ref(tmp_path: Path) -> None:
-    remote = str(tmp_path / "shared.git")
-    Repo.init(remote, bare=True).close()
-    repo = Repo.init(str(tmp_path / "a"))
-    repo.add_remote("origin", remote)
+    repo, remote = _with_remote(tmp_path)
     Path(repo.root, "notes.txt").write_text("hello pack reuse\n" * 200)
-    repo.add([repo.root])
-    repo.commit("v1", author=AUTHOR)
+    _commit(repo, "v1")
     store = repo.git.object_store
     store.pack_loose_objects()
     blob = next(o for o in store if store[o].type_name == b"blob")

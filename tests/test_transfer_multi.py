@@ -32,6 +32,18 @@ class Served:
     root: Path
     base: str
     paths: list[str] = field(default_factory=list)  # every request's path, in order
+    busy: list[int] = field(default_factory=lambda: [0])  # requests being handled now
+
+    def settle(self, expect: str, timeout: float = 10.0) -> None:
+        """Wait until the server has taken a request whose path ends with
+        ``expect`` (up to 2 s: the client may have given up before sending
+        it) and has finished every request, its clean-up included."""
+        deadline = time.monotonic() + 2
+        while not any(p.endswith(expect) for p in self.paths) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        deadline = time.monotonic() + timeout
+        while self.busy[0] and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def url(self, token: str | None = WRITE) -> str:
         return self.base.replace("http://", f"http://me:{token}@") + "/animals"
@@ -54,15 +66,23 @@ def _serve(tmp_path: Path, **kw: Any) -> Iterator[Served]:
     tokens.write_text(f"{WRITE} write\n{READ} read\n")
     app = make_app(str(root), str(tokens), **kw)
     paths: list[str] = []
+    busy = [0]
+    lock = threading.Lock()
 
     def spy(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         paths.append(environ.get("PATH_INFO", ""))
-        return app(environ, start_response)  # type: ignore[arg-type]
+        with lock:
+            busy[0] += 1
+        try:
+            yield from app(environ, start_response)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                busy[0] -= 1
 
     server = make_server(spy, "127.0.0.1", 0)  # type: ignore[arg-type]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield Served(root, f"http://127.0.0.1:{server.server_port}", paths)
+        yield Served(root, f"http://127.0.0.1:{server.server_port}", paths, busy)
     finally:
         server.shutdown()
         server.server_close()
@@ -91,6 +111,15 @@ def _put(served: Served, body: bytes, token: str = WRITE, **headers: str) -> htt
         content=body,
         headers={**_auth(token), "Content-Type": multi.CONTENT_TYPE, **headers},
     )
+
+
+def _rot(store: MediaStore, oid: str, at: int, data: bytes) -> None:
+    """Bit rot in a stored object: same size, other bytes at ``at``."""
+    path = store.path(oid)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(data)
 
 
 # -- round trips ----------------------------------------------------------------------------
@@ -354,17 +383,12 @@ def test_a_corrupt_local_object_is_never_sent(tmp_path: Path, served: Served) ->
     src = MediaStore.create(str(tmp_path / "src"))
     good, bad = image_bytes(11), image_bytes(12)
     oids = [src.add_bytes(good), src.add_bytes(bad)]
-    path = src.path(oids[1])
-    os.chmod(path, 0o644)
-    with open(path, "r+b") as f:
-        f.seek(50)
-        f.write(b"\x00\x01\x02")
+    _rot(src, oids[1], 50, b"\x00\x01\x02")
     with pytest.raises((CorruptObject, RemoteError)):
         HttpEndpoint(served.url()).upload(oids, src, lambda *a: None)
-    # the server sees the stream end early and removes what it had (in its own thread)
-    deadline = time.monotonic() + 10
-    while served.strays() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # the server sees the stream end early and removes what it had (in its own
+    # thread, which may not even have started when the client gives up)
+    served.settle("/multi/upload")
     assert served.stored() == [] and served.strays() == []
 
 
@@ -376,11 +400,7 @@ def test_an_object_corrupt_on_the_server_is_named_and_never_stored(
     srv = MediaStore(str(served.root / "animals" / "lfs"))
     good, bad = image_bytes(13), image_bytes(14)
     oids = [srv.add_bytes(good), srv.add_bytes(bad)]
-    path = srv.path(oids[1])
-    os.chmod(path, 0o644)
-    with open(path, "r+b") as f:
-        f.seek(40)
-        f.write(b"\xff\x00\xff")  # same size, other bytes: bit rot
+    _rot(srv, oids[1], 40, b"\xff\x00\xff")  # same size, other bytes: bit rot
     dest = MediaStore.create(str(tmp_path / "dest"))
     with pytest.raises(CorruptObject) as err:
         HttpEndpoint(served.url(READ)).download(oids, dest, lambda *a: None)
@@ -413,11 +433,7 @@ def test_large_downloads_run_in_worker_processes(
     assert sum(p.endswith("/multi/download") for p in served.paths) == 5, "one request a batch"
 
     rotten = oids[17]
-    path = srv.path(rotten)
-    os.chmod(path, 0o644)
-    with open(path, "r+b") as f:
-        f.seek(40)
-        f.write(b"\x00\xff\x00")
+    _rot(srv, rotten, 40, b"\x00\xff\x00")
     again = MediaStore.create(str(tmp_path / "again"))
     with pytest.raises(CorruptObject) as err:
         HttpEndpoint(served.url(READ)).download(oids, again, lambda *a: None)
