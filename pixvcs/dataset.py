@@ -54,7 +54,13 @@ from .errors import (
 )
 from .imageinfo import has_image_extension
 from .media import MediaStore
-from .pointer import Pointer, format_pointer, is_oid, looks_like_pointer, parse_pointer
+from .pointer import (
+    Pointer,
+    checked_pointers,
+    is_oid,
+    looks_like_pointer,
+    parse_pointer,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -281,7 +287,7 @@ class LocalSource:
             return {}
         finally:
             db.close()
-        return _checked_pointers(rows)
+        return checked_pointers(rows)
 
     def read_blob(self, blob_id: str) -> builtins.bytes:
         return trees.blob_bytes(self._git().store, blob_id)
@@ -433,24 +439,6 @@ def _read_fd(fd: int, size: int) -> builtins.bytes:
     return b"".join(parts)
 
 
-def _checked_pointers(rows: Sequence[tuple[Any, Any, Any]]) -> dict[str, Pointer]:
-    """``(blob, oid, size)`` hints that hold: the SHA-1 of the canonical pointer
-    text the row implies (``blob N\\0`` + :func:`format_pointer`) is the blob id,
-    exactly the check the object id makes of the stored blob. The rest are
-    dropped: a hint can save a read, never change what is read."""
-    out: dict[str, Pointer] = {}
-    sha1 = hashlib.sha1
-    for blob, oid, size in rows:
-        if not (isinstance(blob, str) and isinstance(oid, str) and isinstance(size, int)):
-            continue
-        if size < 0 or not is_oid(oid):
-            continue
-        text = format_pointer(oid, size)
-        if sha1(b"blob %d\x00%s" % (len(text), text), usedforsecurity=False).hexdigest() == blob:
-            out[blob] = Pointer(oid, size)
-    return out
-
-
 def _load_hints(path: str) -> dict[str, Pointer]:
     """Pointer hints a reader's mirror kept (docs/format.md, "The reader's media
     cache"); any problem means none."""
@@ -464,7 +452,7 @@ def _load_hints(path: str) -> dict[str, Pointer]:
             db.close()
     except sqlite3.Error:  # unreadable, another schema, locked: go without
         return {}
-    return _checked_pointers(rows)
+    return checked_pointers(rows)
 
 
 def _save_hints(path: str, learnt: Mapping[str, Pointer]) -> None:

@@ -132,8 +132,7 @@ class MediaStore:
 
     def read(self, oid: str) -> bytes:
         """The object's bytes, verified; raises FileNotFoundError or CorruptObject."""
-        with open(self.path(oid), "rb") as f:
-            data = f.read()
+        data = self.read_unverified(oid)
         got = hashlib.sha256(data).hexdigest()
         if got != oid:
             raise CorruptObject(oid, got, self.root)

@@ -9,8 +9,11 @@ because pointers come from remotes and are not trusted.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import InvalidPointer
 
@@ -79,3 +82,23 @@ def parse_pointer(data: bytes) -> Pointer:
 
 def is_oid(text: str) -> bool:
     return _OID_RE.fullmatch(text) is not None
+
+
+def checked_pointers(rows: Iterable[tuple[Any, Any, Any]]) -> dict[str, Pointer]:
+    """``(blob, oid, size)`` hints that hold: the SHA-1 of the canonical pointer
+    text the row implies (``blob N\\0`` + :func:`format_pointer`) is the blob id,
+    exactly the check the object id makes of the stored blob. The rest are
+    dropped: a hint can save a read, never change what is read."""
+    out: dict[str, Pointer] = {}
+    for blob, oid, size in rows:
+        if not (isinstance(blob, str) and isinstance(oid, str) and isinstance(size, int)):
+            continue
+        if size < 0 or not is_oid(oid):
+            continue
+        text = format_pointer(oid, size)
+        if (
+            hashlib.sha1(b"blob %d\x00%s" % (len(text), text), usedforsecurity=False).hexdigest()
+            == blob
+        ):
+            out[blob] = Pointer(oid, size)
+    return out

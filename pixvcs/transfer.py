@@ -11,7 +11,6 @@ other media arrive when a command needs them (:func:`fetch_media`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from .errors import (
     UsageError,
 )
 from .packreuse import pack_data_generator
-from .pointer import Pointer, format_pointer, looks_like_pointer, parse_pointer
+from .pointer import Pointer, checked_pointers, looks_like_pointer, parse_pointer
 from .remote import (
     DirectoryEndpoint,
     Endpoint,
@@ -132,12 +131,8 @@ def known_pointers(repo: Repo) -> dict[str, Pointer]:
     if repo.bare or repo.index_pointers_loaded:
         return known
     repo.index_pointers_loaded = True
-    for blob, oid, size in repo.index.media_rows():
-        if blob in known:
-            continue
-        text = format_pointer(oid, size)
-        if hashlib.sha1(b"blob %d\x00%s" % (len(text), text)).hexdigest() == blob:
-            known[blob] = Pointer(oid, size)
+    for blob, pointer in checked_pointers(repo.index.media_rows()).items():
+        known.setdefault(blob, pointer)
     return known
 
 
