@@ -603,12 +603,32 @@ def _stock_git(tmp_path: Path) -> tuple[Tools, dict[str, str]]:
     return Tools(env=env, home=home), env
 
 
+def _stock_lfs_source(
+    tools: Tools, tmp_path: Path, *, seed: int, labels: bool = False
+) -> tuple[Path, dict[str, bytes]]:
+    """A stock git + git-lfs repository ``tmp_path/src`` with three committed
+    images tracked by LFS (and ``labels.csv``, a plain git file, if asked)."""
+    from tests.e2e.conftest import write_file, write_images
+
+    tools.git("lfs", "install", "--skip-repo")
+    src = tmp_path / "src"
+    src.mkdir()
+    tools.git("init", "-q", "-b", "main", cwd=src)
+    tools.git("lfs", "track", "*.jpg", cwd=src)
+    images = write_images(src, [f"cat/{i}.jpg" for i in range(3)], seed=seed)
+    if labels:
+        write_file(src, "labels.csv", b"path,label\n")
+    tools.git("add", ".", cwd=src)
+    tools.git("commit", "-q", "-m", "stock", cwd=src)
+    return src, images
+
+
 # -- stock git + git-lfs against pixvcs serve with S3 media ---------------------------------------------
 @pytest.mark.e2e
 def test_stock_git_lfs_push_and_clone_through_serve_with_s3_media(
     tmp_path: Path, tokens: Path, bucket: Bucket
 ) -> None:
-    from tests.e2e.conftest import worktree_hashes, write_file, write_images
+    from tests.e2e.conftest import worktree_hashes
 
     tools, env = _stock_git(tmp_path)
     root = tmp_path / "srv"
@@ -626,15 +646,7 @@ def test_stock_git_lfs_push_and_clone_through_serve_with_s3_media(
         found = re.search(r"http://127\.0\.0\.1:(\d+)/", proc.stdout.readline())
         assert found
         base = f"http://x:{WRITE}@127.0.0.1:{found[1]}"
-        tools.git("lfs", "install", "--skip-repo")
-        src = tmp_path / "src"
-        src.mkdir()
-        tools.git("init", "-q", "-b", "main", cwd=src)
-        tools.git("lfs", "track", "*.jpg", cwd=src)
-        images = write_images(src, [f"cat/{i}.jpg" for i in range(3)], seed=7)
-        write_file(src, "labels.csv", b"path,label\n")
-        tools.git("add", ".", cwd=src)
-        tools.git("commit", "-q", "-m", "stock", cwd=src)
+        src, images = _stock_lfs_source(tools, tmp_path, seed=7, labels=True)
         tools.git("push", "-q", f"{base}/animals", "main", cwd=src)
         assert bucket.keys("e2e/animals/objects/") == {
             _key("e2e/animals/", _oid(c)): c for c in images.values()
@@ -671,14 +683,7 @@ def test_stock_git_lfs_push_into_a_directory_remote_with_s3_media(
         tmp_path, "init", "--bare", str(bare), "--media-url", f"s3://{bucket.name}/dir",
         "--s3-endpoint", bucket.endpoint,
     )  # fmt: skip
-    tools.git("lfs", "install", "--skip-repo")
-    src = tmp_path / "src"
-    src.mkdir()
-    tools.git("init", "-q", "-b", "main", cwd=src)
-    tools.git("lfs", "track", "*.jpg", cwd=src)
-    images = write_images(src, [f"cat/{i}.jpg" for i in range(3)], seed=21)
-    tools.git("add", ".", cwd=src)
-    tools.git("commit", "-q", "-m", "stock", cwd=src)
+    src, images = _stock_lfs_source(tools, tmp_path, seed=21)
     tools.git("push", "-q", f"file://{bare}", "main", cwd=src)
     assert bucket.keys("dir/objects/") == {_key("dir/", _oid(c)): c for c in images.values()}
     assert _local_media(bare) == [], "the hook moved git-lfs's copies to the bucket"
