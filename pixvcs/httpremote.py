@@ -610,6 +610,8 @@ class _TranslatingClient:
     def __init__(self, client: Any, url: str) -> None:
         self._client = client
         self._url = url
+        #: Pointer blobs of the packs :meth:`fetch` indexed (blob id -> bytes).
+        self.pointers: dict[str, bytes] = {}
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         from dulwich.client import HTTPUnauthorized
@@ -633,8 +635,47 @@ class _TranslatingClient:
     def get_refs(self, *args: Any, **kwargs: Any) -> Any:
         return self._call("get_refs", *args, **kwargs)
 
-    def fetch(self, *args: Any, **kwargs: Any) -> Any:
-        return self._call("fetch", *args, **kwargs)
+    def fetch(
+        self, path: str, target: Any, determine_wants: Any = None, **kwargs: Any
+    ) -> Any:
+        """dulwich's ``fetch``, the pack it receives indexed in one pass by
+        :mod:`pixvcs.packingest` (dulwich indexes it when it holds a delta);
+        the pointer blobs that pass are left in :attr:`pointers` (blob id ->
+        bytes) for the caller."""
+        from .packingest import MalformedPack, ingest
+
+        store = target.object_store
+        pack_dir = getattr(store, "pack_dir", None)
+        if pack_dir is None or kwargs:
+            return self._call("fetch", path, target, determine_wants=determine_wants, **kwargs)
+        os.makedirs(pack_dir, exist_ok=True)
+        tmp = fsutil.unique_tmp(pack_dir, "tmp-fetch-")
+        try:
+            with open(tmp, "xb") as f:
+                result = self._call(
+                    "fetch_pack",
+                    path,
+                    determine_wants or store.determine_wants_all,
+                    target.get_graph_walker(),
+                    f.write,
+                )
+            fmt = getattr(result, "object_format", None)
+            if fmt not in (None, "sha1"):
+                raise RemoteError(self._url, f"a {fmt} repository (pixvcs reads sha1 ones)")
+            if os.path.getsize(tmp):
+                try:
+                    ingested = ingest(store, tmp)
+                except MalformedPack as e:
+                    raise RemoteError(self._url, f"a malformed pack: {e}") from None
+                if ingested is None:  # a delta in it: dulwich resolves those
+                    with open(tmp, "rb") as f:
+                        store.add_thin_pack(f.read, None)
+                else:
+                    self.pointers.update(ingested.pointers)
+        finally:
+            with suppress(FileNotFoundError):  # published, or never written
+                os.unlink(tmp)
+        return result
 
     def send_pack(self, *args: Any, **kwargs: Any) -> Any:
         return self._call("send_pack", *args, **kwargs)

@@ -49,3 +49,32 @@ def add_objects(store: Any, objects: Sequence[tuple[ShaFile, str | None]]) -> No
                 os.unlink(base + ext)
             except FileNotFoundError:  # renamed into place (or never written)
                 pass
+
+
+def guard_bitmaps(store: Any) -> None:
+    """Make ``store`` use pack bitmaps only when every pack has one.
+
+    ``git gc`` writes a bitmap beside the pack of a bare repository; the next
+    push adds a pack without one. dulwich (1.2) then picks its bitmap
+    reachability (some pack has a bitmap) and fails with FileNotFoundError on
+    the pack that has none, so every fetch, clone and push of that repository
+    failed. With this guard such a store walks the graph instead, as it does
+    when no pack has a bitmap."""
+    original = getattr(store, "get_reachability_provider", None)
+    pack_dir = getattr(store, "pack_dir", None)
+    if original is None or pack_dir is None:
+        return
+
+    def provider(prefer_bitmaps: bool = True) -> Any:
+        return original(prefer_bitmaps=prefer_bitmaps and _every_pack_has_a_bitmap(pack_dir))
+
+    store.get_reachability_provider = provider
+
+
+def _every_pack_has_a_bitmap(pack_dir: str) -> bool:
+    try:
+        names = set(os.listdir(pack_dir))
+    except FileNotFoundError:
+        return False
+    packs = [n[: -len(".pack")] for n in names if n.endswith(".pack")]
+    return bool(packs) and all(f"{base}.bitmap" in names for base in packs)

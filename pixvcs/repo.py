@@ -323,6 +323,7 @@ class Repo(AbstractContextManager["Repo"]):
 
             try:
                 self._git = GitRepo(self.git_dir, bare=True)
+                packs.guard_bitmaps(self._git.object_store)
             except UnsupportedVersion as e:
                 raise UnsupportedFormat(
                     e.version, 1, f"git core.repositoryformatversion {e.version}"

@@ -23,9 +23,11 @@ from . import trees
 from .errors import (
     BadRevision,
     CorruptObject,
+    InvalidPointer,
     MissingMedia,
     PixvcsError,
     RefConflict,
+    RemoteError,
     UsageError,
 )
 from .packreuse import pack_data_generator
@@ -136,6 +138,17 @@ def known_pointers(repo: Repo) -> dict[str, Pointer]:
     return known
 
 
+def remember_pointers(repo: Repo, pointers: Mapping[str, bytes] | None) -> None:
+    """The pointer blobs a fetch's pack carried (blob id -> bytes, hashed
+    while the pack was indexed) into ``repo.known_pointers``: the checkout or
+    media download that follows reads none of them from the object store."""
+    for blob, data in (pointers or {}).items():
+        try:
+            repo.known_pointers.setdefault(blob, parse_pointer(data))
+        except InvalidPointer:
+            continue  # read (and refused) where it is used, as any malformed pointer
+
+
 def media_of_tree(repo: Repo, tree_id: bytes | None) -> list[str]:
     return list(pointers_of_tree(repo, tree_id))
 
@@ -146,10 +159,15 @@ def pointers_of_tree(
     """Oid -> size of every pointer in a tree (but those at the paths of ``skip``)."""
     oids: dict[str, int] = {}
     seen: set[str] = set()
+    known = repo.known_pointers
     for path, _mode, blob in trees.walk(repo.store, tree_id):
         if blob in seen or path in skip:
             continue
         seen.add(blob)
+        hit = known.get(blob)
+        if hit is not None:
+            oids[hit.oid] = hit.size
+            continue
         data = trees.blob_bytes(repo.store, blob)
         if looks_like_pointer(data):
             pointer = parse_pointer(data)
@@ -399,6 +417,7 @@ def fetch(
         fetched = client.fetch(path, repo.git, determine_wants=wants)
     else:
         fetched = client.fetch(path, repo.git)
+    remember_pointers(repo, getattr(client, "pointers", None))
     result = FetchResult(remote)
     tips = []
     for ref, sha in (fetched.refs or {}).items():
@@ -430,6 +449,30 @@ def fetch(
     return result
 
 
+def _download_what_it_has(
+    endpoint: Endpoint,
+    repo: Repo,
+    wanted: list[str],
+    progress: Progress,
+    sizes: Mapping[str, int] | None,
+) -> list[str]:
+    """Download ``wanted`` from ``endpoint``; returns the oids it had. Asked
+    for straight away (a download batch's answer says which objects are
+    there): only when that fails is the remote asked which ones it lacks, and
+    the rest downloaded (what came before the failure stays, and is not asked
+    for again)."""
+    try:
+        endpoint.download(wanted, repo.media, progress, sizes=sizes)
+        return wanted
+    except (FileNotFoundError, RemoteError, MissingMedia):
+        lacking = set(endpoint.missing(wanted, sizes=sizes))
+        if not lacking:
+            raise  # not a missing object: the failure stands
+    there = [o for o in wanted if o not in lacking]
+    endpoint.download(there, repo.media, progress, sizes=sizes)
+    return there
+
+
 def fetch_media(
     repo: Repo,
     oids: Iterable[str],
@@ -451,9 +494,8 @@ def fetch_media(
             endpoint = endpoint_for(repo, name)
         except PixvcsError:
             continue
-        there = set(wanted) - set(endpoint.missing(wanted, sizes=sizes))
-        batch = [o for o in wanted if o in there]
-        endpoint.download(batch, repo.media, progress, sizes=sizes)
+        batch = _download_what_it_has(endpoint, repo, wanted, progress, sizes)
+        there = set(batch)
         repo.verified_oids.update(batch)  # each hashed on arrival (a checkout trusts that)
         got += len(batch)
         wanted = [o for o in wanted if o not in there]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,32 @@ def test_missing_media_names_the_remote(tmp_path: Path, remote: str) -> None:
     a.close()
 
 
+def test_media_a_remote_lacks_come_from_the_next_one(tmp_path: Path, remote: str) -> None:
+    """A download is asked for straight away; when the first remote turns out
+    to lack some objects, it keeps what it sent and the rest comes from the
+    next remote."""
+    backup = str(tmp_path / "backup.git")
+    Repo.init(backup, bare=True).close()
+    a = _new(tmp_path, "a", remote)
+    a.add_remote("backup", backup)
+    data = make_dataset(a.root, {"cat": 4})
+    v1 = _commit_all(a, "v1")
+    a.push()
+    a.push("backup")
+    oids = sorted(hashlib.sha256(d).hexdigest() for d in data.values())
+    with Repo.open(remote) as shared:
+        os.unlink(shared.media.path(oids[1]))
+    b = Repo.init(str(tmp_path / "b"))
+    b.add_remote("origin", remote)
+    b.add_remote("backup", backup)
+    b.fetch()
+    b.checkout(v1)
+    assert snapshot(b.root) == snapshot(a.root)
+    assert sorted(b.media) == oids and b.fsck().ok
+    a.close()
+    b.close()
+
+
 def test_fetch_all_media_and_remote_config(tmp_path: Path, remote: str) -> None:
     a = _new(tmp_path, "a", remote)
     make_dataset(a.root, {"cat": 2})
@@ -204,12 +231,14 @@ def test_an_interrupted_push_sends_only_what_is_missing_when_run_again(
     _commit_all(a, "v1")
     published: list[str] = []
     real_publish = media_mod.MediaStore.publish
+    counting = threading.Lock()  # batches publish from more than one thread
 
     def dies_in_the_second_batch(self: media_mod.MediaStore, tmp: str, oid: str) -> None:
-        if self.root != a.media.root and len(published) == 150:
-            raise KeyboardInterrupt("killed")  # stands in for SIGKILL mid-push
-        real_publish(self, tmp, oid)
-        published.append(oid)
+        with counting:
+            if self.root != a.media.root and len(published) >= 150:
+                raise KeyboardInterrupt("killed")  # stands in for SIGKILL mid-push
+            real_publish(self, tmp, oid)
+            published.append(oid)
 
     monkeypatch.setattr(media_mod.MediaStore, "publish", dies_in_the_second_batch)
     with pytest.raises(KeyboardInterrupt):

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from dulwich.objects import Blob
 
 from pixvcs import CorruptObject, Repo
 from pixvcs.cli import main
@@ -138,6 +139,30 @@ def test_push_clone_fetch_pull_over_http(tmp_path: Path, server: Server) -> None
     assert fetched.updated["refs/remotes/origin/main"]["new"] == v3
     assert a.pull().kind == "fast-forward" and a.head_commit() == v3
     assert Path(a.root, "bird", "1.jpg").exists()
+    a.close()
+    b.close()
+
+
+def test_media_the_server_lacks_come_from_another_remote(tmp_path: Path, server: Server) -> None:
+    a = _new(tmp_path, "a", server.url())
+    backup = str(tmp_path / "backup.git")
+    Repo.init(backup, bare=True).close()
+    a.add_remote("backup", backup)
+    data = make_dataset(a.root, {"cat": 3, "dog": 2})
+    v1 = _commit_all(a, "v1")
+    a.push()
+    a.push("backup")
+    gone = _oid(data["dog/0001.jpg"])
+    with server.repo() as r:
+        os.unlink(r.media.path(gone))
+    b = _new(tmp_path, "b", server.url())
+    b.add_remote("backup", backup)
+    b.fetch()
+    b.checkout(v1)
+    assert Path(b.root, "dog", "0001.jpg").read_bytes() == data["dog/0001.jpg"]
+    assert sorted(b.media) == sorted(_oid(d) for d in data.values()) and b.fsck().ok
+    with server.repo() as r:
+        assert gone not in set(r.media), "a download never uploads"
     a.close()
     b.close()
 
@@ -656,3 +681,145 @@ def test_a_history_bigger_than_the_pack_write_buffer_clones_whole(
     assert fsck.returncode == 0, fsck.stderr
     a.close()
     b.close()
+
+
+def test_upload_pack_serves_deltas_loose_objects_and_increments(
+    tmp_path: Path, server: Server
+) -> None:
+    """upload-pack copies the compressed bytes of objects packed whole; a
+    delta (left by ``git gc``) or a loose object is sent whole. Clones and
+    fetches of such a repository, by pixvcs and by stock git, are complete,
+    and a fetch sends only what the client lacks."""
+    a = _new(tmp_path, "a", server.url())
+    rng = random.Random(11)
+    base = rng.randbytes(40_000)
+    Path(a.root, "notes.bin").write_bytes(base)
+    make_dataset(a.root, {"cat": 6})
+    _commit_all(a, "v1")
+    Path(a.root, "notes.bin").write_bytes(base[:20_000] + b"changed" + base[20_000:])
+    write_image(os.path.join(a.root, "dog", "0.jpg"), 5)
+    _commit_all(a, "v2")
+    a.push()
+    srv = server.root / "animals"
+    subprocess.run(["git", "-C", str(srv), "gc", "-q", "--aggressive"], check=True)
+    packs = subprocess.run(
+        ["git", "-C", str(srv), "verify-pack", "-v", *map(str, srv.glob("objects/pack/*.idx"))],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "chain length = 1" in packs, "the set-up must leave a delta on the server"
+    b = Repo.clone(server.url(), str(tmp_path / "b"))
+    assert snapshot(b.root) == snapshot(a.root) and b.fsck().ok
+
+    # the client's repository gc'd by git too (a bitmap), then a commit big
+    # enough to be written as a pack of its own: the push walks the graph
+    gc = ["git", "--git-dir", a.git_dir, "-c", "repack.writeBitmaps=true", "gc", "-q"]
+    subprocess.run(gc, check=True)
+    assert list(Path(a.git_dir, "objects", "pack").glob("*.bitmap"))
+    Path(a.root, "notes.bin").write_bytes(base + b"more")
+    make_dataset(a.root, {"bird": 70})
+    head = _commit_all(a, "v3")
+    a.push()  # arrives as a pack; a loose object beside it too
+    with server.repo() as r:
+        r.git.object_store.add_object(Blob.from_string(b"a loose object\n"))
+    fetched = b.pull()
+    assert fetched.kind == "fast-forward" and b.head_commit() == head
+    assert snapshot(b.root) == snapshot(a.root) and b.fsck().ok
+    git = tmp_path / "git-clone"
+    subprocess.run(
+        ["git", "clone", "-q", server.url(), str(git)],
+        check=True,
+        env={**os.environ, "GIT_LFS_SKIP_SMUDGE": "1", "GIT_TERMINAL_PROMPT": "0"},
+    )
+    assert (git / "notes.bin").read_bytes() == base + b"more"
+    fsck = subprocess.run(["git", "-C", str(git), "fsck", "--full"], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stderr
+    a.close()
+    b.close()
+
+
+def test_a_malformed_pack_from_the_server_is_refused_and_nothing_is_kept(
+    tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client indexes a received pack itself: a pack whose framing is
+    intact (its checksum matches what was sent) but whose object data is not
+    zlib is refused by name, and no pack, ref or media is left behind."""
+    from pixvcs import packreuse
+
+    a = _new(tmp_path, "a", server.url())
+    make_dataset(a.root, {"cat": 3})
+    _commit_all(a, "v1")
+    a.push()
+    real = packreuse.reused_objects
+
+    def garbled(store: object, ids: list[bytes], fmt: object) -> Iterator[object]:
+        for n, unpacked in enumerate(real(store, ids, fmt)):  # type: ignore[arg-type]
+            if n == 2 and unpacked.comp_chunks:
+                header = unpacked.comp_chunks[0]
+                unpacked.comp_chunks = [header, b"\x78\x9cnot zlib at all" + b"\0" * 40]
+            yield unpacked
+
+    monkeypatch.setattr(packreuse, "reused_objects", garbled)
+    with pytest.raises(RemoteError, match="malformed pack: object 2: bad zlib"):
+        Repo.clone(server.url(), str(tmp_path / "b"))
+    b = Repo.open(str(tmp_path / "b"))
+    pack_dir = Path(b.git_dir, "objects", "pack")
+    assert not pack_dir.exists() or list(pack_dir.iterdir()) == []
+    assert b.branches() == {} and list(b.media) == []
+    a.close()
+    b.close()
+
+
+def _pkt(line: bytes) -> bytes:
+    return f"{len(line) + 4:04x}".encode() + line
+
+
+@pytest.mark.parametrize("garble", ["checksum", "zlib", "truncated"])
+def test_a_malformed_pushed_pack_is_refused_and_nothing_is_kept(
+    tmp_path: Path, server: Server, garble: str
+) -> None:
+    """receive-pack indexes a pushed pack itself: a broken one is refused in
+    the report (``unpack malformed pack: ...``), no pack is published and no
+    ref moves."""
+    from dulwich.object_format import SHA1
+    from dulwich.objects import Commit, Tree
+    from dulwich.pack import write_pack_objects
+
+    blob = Blob.from_string(b"a note\n")
+    tree = Tree()
+    tree.add(b"note.txt", 0o100644, blob.id)
+    commit = Commit()
+    commit.tree = tree.id
+    commit.author = commit.committer = b"T <t@example.com>"
+    commit.author_time = commit.commit_time = 1_700_000_000
+    commit.author_timezone = commit.commit_timezone = 0
+    commit.message = b"hand-made\n"
+    pack_file = tmp_path / "p.pack"
+    with open(pack_file, "wb") as f:
+        write_pack_objects(f.write, [blob, tree, commit], object_format=SHA1)
+    pack = bytearray(pack_file.read_bytes())
+    if garble == "checksum":
+        pack[-1] ^= 1
+    elif garble == "zlib":  # the first object's data, its checksum recomputed
+        pack[14:18] = b"\xff\xff\xff\xff"
+        pack[-20:] = hashlib.sha1(pack[:-20]).digest()
+    else:
+        pack = pack[: len(pack) // 2]
+    command = b"0" * 40 + b" " + commit.id + b" refs/heads/main\0report-status"
+    body = _pkt(command) + b"0000" + bytes(pack)
+    response = httpx.post(
+        f"{server.base}/animals/git-receive-pack",
+        content=body,
+        headers={
+            "Authorization": f"Bearer {WRITE}",
+            "Content-Type": "application/x-git-receive-pack-request",
+        },
+    )
+    assert response.status_code == 200
+    expected = b"bad zlib data" if garble == "zlib" else b"checksum does not match"
+    assert b"unpack malformed pack: " in response.content and expected in response.content
+    srv = server.root / "animals"
+    assert [p.name for p in (srv / "objects" / "pack").glob("*")] == []
+    with server.repo() as r:
+        assert r.branches() == {}
