@@ -287,6 +287,7 @@ class RemoteSource:
         """Fetch the remote's history into the mirror and mirror its refs."""
         from dulwich.refs import Ref
 
+        from .dataset import save_fetched_pointers
         from .repo import Repo
 
         endpoint = self._get_endpoint()  # a bad URL fails before anything is written
@@ -303,6 +304,9 @@ class RemoteSource:
                     fetched = client.fetch(path, git)
                 except OSError as e:  # a vanished directory remote
                     raise RemoteError(self._describe(), f"cannot fetch ({e})") from None
+                pointers = getattr(client, "pointers", None)
+                if pointers and self.local.hints:
+                    save_fetched_pointers(self.local.hints, pointers)
                 remote = {
                     name: sha
                     for name, sha in (fetched.refs or {}).items()

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 from . import trees
 from .errors import (
     CorruptObject,
+    InvalidPointer,
     LabelsFileError,
     MissingDependency,
     MissingMedia,
@@ -453,6 +454,21 @@ def _load_hints(path: str) -> dict[str, Pointer]:
     except sqlite3.Error:  # unreadable, another schema, locked: go without
         return {}
     return checked_pointers(rows)
+
+
+def save_fetched_pointers(path: str, blobs: Mapping[str, builtins.bytes]) -> None:
+    """Keep as hints the pointer blobs a fetch's pack carried (blob id -> bytes,
+    hashed while the pack was indexed): the first listing of a version then
+    reads none of them from the mirror. A malformed one is left out (reading
+    its blob refuses it, as before)."""
+    parsed = {}
+    for blob, data in blobs.items():
+        try:
+            parsed[blob] = parse_pointer(data)
+        except InvalidPointer:
+            continue
+    if parsed:
+        _save_hints(path, parsed)
 
 
 def _save_hints(path: str, learnt: Mapping[str, Pointer]) -> None:

@@ -418,6 +418,34 @@ def test_reopening_lists_from_pointer_hints_that_cannot_lie(
     assert third[0].bytes() == remote.files[victim.path]
 
 
+@pytest.mark.parametrize("remote", ["http"], indirect=True)
+def test_the_first_open_over_http_reads_no_pointer_blob(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pointer blobs of the fetched pack, hashed while it was indexed,
+    become the mirror's hints: listing the version reads none of them."""
+    import pixvcs.dataset
+
+    reads: list[str] = []
+    real = pixvcs.dataset._raw_reader
+
+    def counting(store: Any) -> Any:
+        get = real(store)
+
+        def wrapped(blob: str) -> Any:
+            reads.append(blob)
+            return get(blob)
+
+        return wrapped
+
+    monkeypatch.setattr(pixvcs.dataset, "_raw_reader", counting)
+    ds = _open(remote, tmp_path / "cache")
+    assert sorted(r.path for r in ds) == sorted(remote.files)
+    media_blobs = {e.blob for e in ds.source.list_entries(ds.commit) if e.kind == "media"}
+    assert len(media_blobs) == len(remote.files) and not media_blobs & set(reads)
+    assert ds[0].bytes() == remote.files[ds[0].path]
+
+
 def test_wrong_bytes_from_the_server_are_never_cached_nor_returned(
     remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
