@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .cli import handle_errors, main, user_path
@@ -43,6 +45,13 @@ from .cli import handle_errors, main, user_path
     "Clients must reach it at this URL too.",
 )
 @click.option("--s3-region", default=None, help="Region of the bucket.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Processes answering requests (each a thread per request); "
+    "default: one per core, at most 8.",
+)
 @click.pass_context
 @handle_errors
 def serve(
@@ -54,6 +63,7 @@ def serve(
     media_url: str | None,
     s3_endpoint: str | None,
     s3_region: str | None,
+    workers: int | None,
 ) -> None:
     """Serve every bare repository under ROOT over HTTP: ROOT/NAME at
     http://HOST:PORT/NAME, for pixvcs, stock git and git-lfs alike (git smart
@@ -68,7 +78,14 @@ def serve(
       pixvcs serve /srv/datasets --auth tokens --media-url s3://my-bucket/datasets
     """
     from .errors import UsageError
-    from .server import is_loopback, make_app, make_server, repositories
+    from .server import (
+        default_workers,
+        is_loopback,
+        make_app,
+        make_server,
+        repositories,
+        serve_in_processes,
+    )
 
     if auth_file is None and not is_loopback(host):
         raise UsageError(
@@ -97,9 +114,10 @@ def serve(
         click.echo(f"media: {app.media.url}NAME/ (unless a repository's config names its own)")
     if auth_file is None:
         click.echo("no --auth: listening on loopback only, and every client may push")
+    processes = workers if workers is not None else default_workers()
+    click.echo(f"{processes} worker process(es); stop with Ctrl-C or SIGTERM", nl=True)
+    sys.stdout.flush()  # before the workers fork: nothing printed twice
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        serve_in_processes(server, processes)
     finally:
         server.server_close()

@@ -971,6 +971,78 @@ def make_server(
     return server
 
 
+def default_workers() -> int:
+    """Worker processes of the embedded server by default: one per core, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def serve_in_processes(server: ThreadedWSGIServer, workers: int) -> None:
+    """Serve until SIGINT or SIGTERM with ``workers`` processes sharing the
+    listening socket (prefork, as a production WSGI server's workers): each
+    accepts connections itself and answers them a thread per request. A
+    pixvcs-multi transfer is per-object Python work that one process does one
+    thread at a time, so one process used one core however many clients came.
+
+    The parent only supervises: a worker that dies is replaced; SIGINT or
+    SIGTERM stops every worker; a worker whose parent dies is stopped by the
+    kernel (``PR_SET_PDEATHSIG``). With ``workers`` 1 the server runs in this
+    process."""
+    import signal
+
+    if workers <= 1:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        return
+
+    def stop(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    parent = os.getpid()
+    previous = signal.signal(signal.SIGTERM, stop)
+    children: set[int] = set()
+    try:
+        while True:
+            while len(children) < workers:
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - a worker (its coverage is the tests' requests)
+                    _worker(server, parent)
+                children.add(pid)
+            pid, _status = os.wait()
+            children.discard(pid)  # died: replaced on the next turn
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for pid in children:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _worker(server: ThreadedWSGIServer, parent: int) -> None:
+    """A forked worker of :func:`serve_in_processes`: serves until a signal, then exits."""
+    import signal
+
+    code = 0
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the terminal's Ctrl-C ends it quietly
+        libc = fsutil._libc()
+        if libc is not None:
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: the parent's death ends it
+        if os.getppid() != parent:  # the parent died before the call above
+            os._exit(0)
+        server.serve_forever()
+    except BaseException:  # noqa: BLE001 - a worker never returns into the parent's code
+        code = 1
+    finally:
+        os._exit(code)
+
+
 def is_loopback(host: str) -> bool:
     import ipaddress
 

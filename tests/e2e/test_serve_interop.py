@@ -116,3 +116,107 @@ def test_stock_push_without_its_media_is_refused_by_the_server(
     tools.git("push", "-q", f"{base}/animals", "main", cwd=src)
     refs = tools.git("--git-dir", str(root / "animals"), "for-each-ref", cwd=tmp_path).stdout
     assert "refs/heads/main" in refs
+
+
+def _children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return {int(p) for p in f.read().split()}
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    import os
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ")[1].startswith("Z"):  # a zombie: exited
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def _start_workers(tools: Tools, tmp_path: Path, n: int) -> tuple[subprocess.Popen[str], str]:
+    root = tmp_path / "srv"
+    root.mkdir()
+    tools.pixvcs(tmp_path, "init", "--bare", str(root / "animals"))
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{TOKEN} write\n")
+    argv = tools.pixvcs_argv(
+        tmp_path, "serve", str(root), "--port", "0", "--auth", str(tokens), "--workers", str(n)
+    )
+    proc = subprocess.Popen(argv, env=tools.env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines = [proc.stdout.readline() for _ in range(3)]
+    found = re.search(r"http://127\.0\.0\.1:(\d+)/", lines[0])
+    assert found and f"{n} worker process(es)" in lines[2], lines
+    return proc, f"http://127.0.0.1:{found[1]}/animals"
+
+
+def _refs_ok(url: str) -> bool:
+    import httpx
+
+    got = httpx.get(
+        f"{url}/info/refs?service=git-upload-pack",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+    return got.status_code == 200 and b"git-upload-pack" in got.content
+
+
+def test_serve_workers_share_the_port_are_replaced_and_stop_together(
+    tools: Tools, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import time
+
+    proc, url = _start_workers(tools, tmp_path, 3)
+    try:
+        deadline = time.monotonic() + 10
+        while len(_children(proc.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first = _children(proc.pid)
+        assert len(first) == 3
+        assert all(_refs_ok(url) for _ in range(12))
+        victim = sorted(first)[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while (victim in _children(proc.pid) or len(_children(proc.pid)) < 3) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        now = _children(proc.pid)
+        assert len(now) == 3 and victim not in now, "a dead worker is replaced"
+        assert all(_refs_ok(url) for _ in range(6))
+        proc.terminate()  # SIGTERM to the parent: every worker stops
+        assert proc.wait(timeout=30) == 0
+        assert all(_gone(pid) for pid in now)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_workers_stop_when_their_parent_is_killed(tools: Tools, tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    proc, url = _start_workers(tools, tmp_path, 2)
+    try:
+        deadline = time.monotonic() + 10
+        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert len(workers) == 2 and _refs_ok(url)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert all(_gone(pid) for pid in workers), "no orphaned worker keeps serving"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
