@@ -138,8 +138,9 @@ def _scan(
         got = 0
         fed = pos
         # the first feed covers a whole small object's stream (deflate's
-        # bound), so zlib copies only a few bytes past its end
-        step = size + (size >> 12) + 64
+        # bound), so zlib copies only a few bytes past its end; a big one
+        # comes FEED bytes at a time
+        step = min(size + (size >> 12) + 64, FEED)
         pending = b""
         while not d.eof:
             if not pending:
