@@ -61,7 +61,9 @@ def _cached_digest(cache: Path, oid: str) -> str:
 
 def _push_v1(work: Repo) -> tuple[dict[str, bytes], str]:
     files = make_dataset(work.root, {"cat": 3, "dog": 2})
-    files["big/wide.png"] = write_image(os.path.join(work.root, "big", "wide.png"), 9, "PNG", (96, 30))
+    files["big/wide.png"] = write_image(
+        os.path.join(work.root, "big", "wide.png"), 9, "PNG", (96, 30)
+    )
     work.add(["."])
     v1 = work.commit("v1", author=AUTHOR)
     work.create_tag("v1")
@@ -255,9 +257,10 @@ def test_two_processes_read_one_cache(remote: Remote, tmp_path: Path, method: st
     for got, fetched in results:
         assert got == expected * 3  # (path, sha256 of the bytes read) == (path, oid)
         assert fetched > len(ds), "evicted objects were fetched again"
-    assert MediaCache(str(cache / "media")).total() <= bound + max(
-        len(b) for b in remote.files.values()
-    ) * 4
+    assert (
+        MediaCache(str(cache / "media")).total()
+        <= bound + max(len(b) for b in remote.files.values()) * 4
+    )
 
 
 def test_default_cache_dir() -> None:
@@ -375,20 +378,10 @@ def test_a_reader_killed_mid_read_leaves_a_cache_others_can_use(
         assert os.path.exists(pack), f"{oid} names a pack that is gone"
 
 
-def test_reopening_lists_from_pointer_hints_that_cannot_lie(
-    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The mirror keeps the pointers it read (blob id -> oid, size), so listing the
-    same version again reads no pointer blob; a hint whose blob id is not the
-    SHA-1 of the pointer it implies (edited, corrupt) is ignored."""
-    import sqlite3
-
+def _count_blob_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the blobs listing reads from a mirror from now on."""
     import pixvcs.dataset
 
-    cache = tmp_path / "cache"
-    first = _open(remote, cache)
-    expected = [(r.path, r.oid, r.size) for r in first]
-    hints = next((cache / "repos").glob("*/pixvcs-pointers.db"))
     reads: list[str] = []
     real = pixvcs.dataset._raw_reader
 
@@ -402,6 +395,22 @@ def test_reopening_lists_from_pointer_hints_that_cannot_lie(
         return wrapped
 
     monkeypatch.setattr(pixvcs.dataset, "_raw_reader", counting)
+    return reads
+
+
+def test_reopening_lists_from_pointer_hints_that_cannot_lie(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mirror keeps the pointers it read (blob id -> oid, size), so listing the
+    same version again reads no pointer blob; a hint whose blob id is not the
+    SHA-1 of the pointer it implies (edited, corrupt) is ignored."""
+    import sqlite3
+
+    cache = tmp_path / "cache"
+    first = _open(remote, cache)
+    expected = [(r.path, r.oid, r.size) for r in first]
+    hints = next((cache / "repos").glob("*/pixvcs-pointers.db"))
+    reads = _count_blob_reads(monkeypatch)
     again = _open(remote, cache)
     assert [(r.path, r.oid, r.size) for r in again] == expected
     media_blobs = {e.blob for e in again.source.list_entries(again.commit) if e.kind == "media"}
@@ -424,21 +433,7 @@ def test_the_first_open_over_http_reads_no_pointer_blob(
 ) -> None:
     """The pointer blobs of the fetched pack, hashed while it was indexed,
     become the mirror's hints: listing the version reads none of them."""
-    import pixvcs.dataset
-
-    reads: list[str] = []
-    real = pixvcs.dataset._raw_reader
-
-    def counting(store: Any) -> Any:
-        get = real(store)
-
-        def wrapped(blob: str) -> Any:
-            reads.append(blob)
-            return get(blob)
-
-        return wrapped
-
-    monkeypatch.setattr(pixvcs.dataset, "_raw_reader", counting)
+    reads = _count_blob_reads(monkeypatch)
     ds = _open(remote, tmp_path / "cache")
     assert sorted(r.path for r in ds) == sorted(remote.files)
     media_blobs = {e.blob for e in ds.source.list_entries(ds.commit) if e.kind == "media"}

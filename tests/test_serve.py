@@ -358,15 +358,18 @@ def test_malformed_oids_are_refused_before_touching_the_store(server: Server) ->
     assert not (server.root / "x").exists()
 
 
+def _post_as_writer(url: str, body: bytes, content_type: str) -> httpx.Response:
+    return httpx.post(
+        url,
+        content=body,
+        headers={"Authorization": f"Bearer {WRITE}", "Content-Type": content_type},
+    )
+
+
 def test_request_bodies_are_size_limited(server: Server) -> None:
     huge = b"{" + b" " * (2 << 20) + b"}"
-    response = httpx.post(
-        f"{server.base}/animals.git/info/lfs/objects/batch",
-        content=huge,
-        headers={
-            "Authorization": f"Bearer {WRITE}",
-            "Content-Type": "application/vnd.git-lfs+json",
-        },
+    response = _post_as_writer(
+        f"{server.base}/animals.git/info/lfs/objects/batch", huge, "application/vnd.git-lfs+json"
     )
     assert response.status_code == 413
     bad = _batch(server, {"operation": "delete", "objects": []})
@@ -808,13 +811,8 @@ def test_a_malformed_pushed_pack_is_refused_and_nothing_is_kept(
         pack = pack[: len(pack) // 2]
     command = b"0" * 40 + b" " + commit.id + b" refs/heads/main\0report-status"
     body = _pkt(command) + b"0000" + bytes(pack)
-    response = httpx.post(
-        f"{server.base}/animals/git-receive-pack",
-        content=body,
-        headers={
-            "Authorization": f"Bearer {WRITE}",
-            "Content-Type": "application/x-git-receive-pack-request",
-        },
+    response = _post_as_writer(
+        f"{server.base}/animals/git-receive-pack", body, "application/x-git-receive-pack-request"
     )
     assert response.status_code == 200
     expected = b"bad zlib data" if garble == "zlib" else b"checksum does not match"

@@ -123,6 +123,20 @@ def _children(pid: int) -> set[int]:
         return {int(p) for p in f.read().split()}
 
 
+def _wait_for_workers(pid: int, n: int, *, without: int = 0) -> set[int]:
+    """The worker processes of the server ``pid`` once there are ``n`` (none of
+    them ``without``), or as they are after 10 s."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = _children(pid)
+        if len(found) == n and without not in found:
+            return found
+        time.sleep(0.05)
+    return _children(pid)
+
+
 def _gone(pid: int, timeout: float = 10.0) -> bool:
     import os
     import time
@@ -172,24 +186,15 @@ def test_serve_workers_share_the_port_are_replaced_and_stop_together(
 ) -> None:
     import os
     import signal
-    import time
 
     proc, url = _start_workers(tools, tmp_path, 3)
     try:
-        deadline = time.monotonic() + 10
-        while len(_children(proc.pid)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        first = _children(proc.pid)
+        first = _wait_for_workers(proc.pid, 3)
         assert len(first) == 3
         assert all(_refs_ok(url) for _ in range(12))
         victim = sorted(first)[0]
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while (victim in _children(proc.pid) or len(_children(proc.pid)) < 3) and (
-            time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
-        now = _children(proc.pid)
+        now = _wait_for_workers(proc.pid, 3, without=victim)
         assert len(now) == 3 and victim not in now, "a dead worker is replaced"
         assert all(_refs_ok(url) for _ in range(6))
         proc.terminate()  # SIGTERM to the parent: every worker stops
@@ -204,14 +209,10 @@ def test_serve_workers_share_the_port_are_replaced_and_stop_together(
 def test_serve_workers_stop_when_their_parent_is_killed(tools: Tools, tmp_path: Path) -> None:
     import os
     import signal
-    import time
 
     proc, url = _start_workers(tools, tmp_path, 2)
     try:
-        deadline = time.monotonic() + 10
-        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        workers = _children(proc.pid)
+        workers = _wait_for_workers(proc.pid, 2)
         assert len(workers) == 2 and _refs_ok(url)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
