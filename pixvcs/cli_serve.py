@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -115,6 +116,8 @@ def serve(
     if auth_file is None:
         click.echo("no --auth: listening on loopback only, and every client may push")
     processes = workers if workers is not None else default_workers()
+    if not hasattr(os, "fork"):
+        processes = 1  # the platform cannot fork: threads in this process
     click.echo(f"{processes} worker process(es); stop with Ctrl-C or SIGTERM", nl=True)
     sys.stdout.flush()  # before the workers fork: nothing printed twice
     try:

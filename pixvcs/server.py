@@ -986,10 +986,10 @@ def serve_in_processes(server: ThreadedWSGIServer, workers: int) -> None:
     The parent only supervises: a worker that dies is replaced; SIGINT or
     SIGTERM stops every worker; a worker whose parent dies is stopped by the
     kernel (``PR_SET_PDEATHSIG``). With ``workers`` 1 the server runs in this
-    process."""
+    process, as it does where the platform cannot fork."""
     import signal
 
-    if workers <= 1:
+    if workers <= 1 or not hasattr(os, "fork"):  # no fork (Windows): one process
         try:
             server.serve_forever()
         except KeyboardInterrupt:
