@@ -104,6 +104,21 @@ def test_process_examiner_examines_as_this_process_does(tmp_path: Path) -> None:
             assert g.oid is not None and there.read(g.oid) == body  # stored by the worker
 
 
+def test_answers_match_askers_when_many_threads_share_the_workers(tmp_path: Path) -> None:
+    """Many threads share two workers: each gets the verdict on its own image."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [pattern_image(n) for n in range(40)] + [b"not an image"] * 5
+    store = MediaStore.create(str(tmp_path / "m"))
+    with ProcessExaminer(OPTS, store.root, 2) as examiner, ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(examiner, bodies))
+    for body, g in zip(bodies, got, strict=True):
+        if body == b"not an image":
+            assert g.oid is None and g.reason == "not-an-image"
+        else:
+            assert g.oid == hashlib.sha256(body).hexdigest() and g.info == inspect_image(body)
+
+
 def test_a_dead_examiner_is_an_error_not_a_hang(tmp_path: Path) -> None:
     examiner = ProcessExaminer(OPTS, MediaStore.create(str(tmp_path / "m")).root, 1)
     try:
