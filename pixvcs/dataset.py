@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 from . import trees
 from .errors import (
     CorruptObject,
-    InvalidPointer,
     LabelsFileError,
     MissingDependency,
     MissingMedia,
@@ -61,6 +60,7 @@ from .pointer import (
     is_oid,
     looks_like_pointer,
     parse_pointer,
+    parsed_pointers,
 )
 
 if TYPE_CHECKING:
@@ -461,12 +461,7 @@ def save_fetched_pointers(path: str, blobs: Mapping[str, builtins.bytes]) -> Non
     hashed while the pack was indexed): the first listing of a version then
     reads none of them from the mirror. A malformed one is left out (reading
     its blob refuses it, as before)."""
-    parsed = {}
-    for blob, data in blobs.items():
-        try:
-            parsed[blob] = parse_pointer(data)
-        except InvalidPointer:
-            continue
+    parsed = parsed_pointers(blobs)
     if parsed:
         _save_hints(path, parsed)
 

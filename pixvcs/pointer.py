@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,4 +101,17 @@ def checked_pointers(rows: Iterable[tuple[Any, Any, Any]]) -> dict[str, Pointer]
             == blob
         ):
             out[blob] = Pointer(oid, size)
+    return out
+
+
+def parsed_pointers(blobs: Mapping[str, bytes]) -> dict[str, Pointer]:
+    """Pointer blobs (blob id -> bytes, hashed by the caller, e.g. while a pack
+    was indexed) parsed; a malformed one is left out, so that reading its blob
+    where it is used refuses it as any malformed pointer is refused."""
+    out: dict[str, Pointer] = {}
+    for blob, data in blobs.items():
+        try:
+            out[blob] = parse_pointer(data)
+        except InvalidPointer:
+            continue
     return out

@@ -23,7 +23,6 @@ from . import trees
 from .errors import (
     BadRevision,
     CorruptObject,
-    InvalidPointer,
     MissingMedia,
     PixvcsError,
     RefConflict,
@@ -31,7 +30,13 @@ from .errors import (
     UsageError,
 )
 from .packreuse import pack_data_generator
-from .pointer import Pointer, checked_pointers, looks_like_pointer, parse_pointer
+from .pointer import (
+    Pointer,
+    checked_pointers,
+    looks_like_pointer,
+    parse_pointer,
+    parsed_pointers,
+)
 from .remote import (
     DirectoryEndpoint,
     Endpoint,
@@ -142,11 +147,8 @@ def remember_pointers(repo: Repo, pointers: Mapping[str, bytes] | None) -> None:
     """The pointer blobs a fetch's pack carried (blob id -> bytes, hashed
     while the pack was indexed) into ``repo.known_pointers``: the checkout or
     media download that follows reads none of them from the object store."""
-    for blob, data in (pointers or {}).items():
-        try:
-            repo.known_pointers.setdefault(blob, parse_pointer(data))
-        except InvalidPointer:
-            continue  # read (and refused) where it is used, as any malformed pointer
+    for blob, pointer in parsed_pointers(pointers or {}).items():
+        repo.known_pointers.setdefault(blob, pointer)
 
 
 def media_of_tree(repo: Repo, tree_id: bytes | None) -> list[str]:
