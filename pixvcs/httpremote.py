@@ -635,14 +635,12 @@ class _TranslatingClient:
     def get_refs(self, *args: Any, **kwargs: Any) -> Any:
         return self._call("get_refs", *args, **kwargs)
 
-    def fetch(
-        self, path: str, target: Any, determine_wants: Any = None, **kwargs: Any
-    ) -> Any:
+    def fetch(self, path: str, target: Any, determine_wants: Any = None, **kwargs: Any) -> Any:
         """dulwich's ``fetch``, the pack it receives indexed in one pass by
         :mod:`pixvcs.packingest` (dulwich indexes it when it holds a delta);
         the pointer blobs that pass are left in :attr:`pointers` (blob id ->
         bytes) for the caller."""
-        from .packingest import MalformedPack, ingest
+        from .packingest import MalformedPack, add_pack_file
 
         store = target.object_store
         pack_dir = getattr(store, "pack_dir", None)
@@ -664,14 +662,12 @@ class _TranslatingClient:
                 raise RemoteError(self._url, f"a {fmt} repository (pixvcs reads sha1 ones)")
             if os.path.getsize(tmp):
                 try:
-                    ingested = ingest(store, tmp)
+                    pointers = add_pack_file(
+                        store, tmp, lambda read: store.add_thin_pack(read, None)
+                    )
                 except MalformedPack as e:
                     raise RemoteError(self._url, f"a malformed pack: {e}") from None
-                if ingested is None:  # a delta in it: dulwich resolves those
-                    with open(tmp, "rb") as f:
-                        store.add_thin_pack(f.read, None)
-                else:
-                    self.pointers.update(ingested.pointers)
+                self.pointers.update(pointers)
         finally:
             with suppress(FileNotFoundError):  # published, or never written
                 os.unlink(tmp)

@@ -24,6 +24,7 @@ import hashlib
 import mmap
 import os
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from . import fsutil
@@ -50,6 +51,22 @@ class Ingested:
         self.name = name
         self.objects = objects
         self.pointers = pointers  # blob id (hex) -> pointer bytes
+
+
+def add_pack_file(
+    store: Any, path: str, dulwich_index: Callable[[Callable[[int], bytes]], object]
+) -> dict[str, bytes]:
+    """Add the complete received pack at ``path`` (inside ``store.pack_dir``)
+    to ``store``: by :func:`ingest`, else (a delta in it) by
+    ``dulwich_index(read)``, dulwich's indexer reading the file. Returns the
+    pointer blobs seen (none when dulwich indexed it). Raises
+    :class:`MalformedPack`; ``path`` is left for the caller to remove."""
+    got = ingest(store, path)
+    if got is not None:
+        return got.pointers
+    with open(path, "rb") as f:
+        dulwich_index(f.read)
+    return {}
 
 
 def ingest(store: Any, path: str) -> Ingested | None:

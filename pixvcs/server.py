@@ -823,7 +823,7 @@ def _receive_pack_handler(root: str, s3_for: Callable[[str], S3Media | None]) ->
             is indexed by dulwich as before."""
             from dulwich.errors import ObjectFormatException
 
-            from .packingest import MalformedPack, ingest
+            from .packingest import MalformedPack, add_pack_file
 
             os.makedirs(store.pack_dir, exist_ok=True)
             tmp = fsutil.unique_tmp(store.pack_dir, "tmp-receive-")
@@ -842,14 +842,16 @@ def _receive_pack_handler(root: str, s3_for: Callable[[str], S3Media | None]) ->
                 if not total:
                     raise ObjectFormatException("no pack data")
                 try:
-                    got = ingest(store, tmp)
+                    pointers = add_pack_file(
+                        store,
+                        tmp,
+                        lambda read: dulwich_add(
+                            read, None, progress, max_input_size=max_input_size
+                        ),
+                    )
                 except MalformedPack as e:
                     raise ObjectFormatException(f"malformed pack: {e}") from None
-                if got is None:  # a delta in it: dulwich resolves those
-                    with open(tmp, "rb") as f:
-                        dulwich_add(f.read, None, progress, max_input_size=max_input_size)
-                else:
-                    self._pointers.update(got.pointers)
+                self._pointers.update(pointers)
             finally:
                 with suppress(FileNotFoundError):  # published, or never written
                     os.unlink(tmp)
