@@ -47,6 +47,9 @@ WORK = HERE / "work"
 I2D_VENV = WORK / "i2d-venv"
 THREADS = 32
 
+sys.path.insert(0, str(HERE))
+import run as bench_run  # noqa: E402
+
 SERVER = r"""
 import sys, functools
 from http.server import ThreadingHTTPServer, SimpleHTTPRequestHandler
@@ -102,6 +105,14 @@ def url_list(src: Path, n: int, origin: str, dest: Path) -> int:
     return sum(os.path.getsize(src / p) for p in paths)
 
 
+def settle() -> None:
+    """Before a timed crawl: no deletion in the last few minutes and no dirty pages
+    pending (bench/README.md, Caveats: files created right after a big deletion cost
+    several times more, and a crawl creates thousands)."""
+    bench_run.TRASH.before_timed_step(str(WORK))
+    os.sync()
+
+
 def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> float:
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -123,6 +134,7 @@ CRAWL_FLAGS = ["--rate", "0", "--per-host", str(2 * THREADS), "--workers", str(T
 def bench_inprocess(work: Path, urls: Path) -> float:
     repo = work / "inproc"
     run(pixvcs("init", str(repo)))
+    settle()
     return run(
         pixvcs("-C", str(repo), "crawl", "--urls", str(urls), "--label", "web", *CRAWL_FLAGS)
     )
@@ -174,6 +186,7 @@ def bench_workers(work: Path, urls: Path, n_workers: int = 2) -> float:
             if time.monotonic() > deadline:
                 raise RuntimeError("workers did not start")
             time.sleep(0.3)
+        settle()
         return run(
             pixvcs("-C", str(repo), "crawl", "--broker", broker, "--urls", str(urls),
                    "--label", "web", *CRAWL_FLAGS)
@@ -202,6 +215,7 @@ def bench_img2dataset(work: Path, urls: Path, processes: int = 2) -> float:
     exe = ensure_img2dataset()
     out = work / "i2d"
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+    settle()
     return run(
         [str(exe), "--url_list", str(urls), "--input_format", "txt", "--output_format", "files",
          "--output_folder", str(out), "--resize_mode", "no", "--disable_all_reencoding", "True",
@@ -223,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--note", help="conditions of the run worth saying (kept in the results)")
     args = ap.parse_args(argv)
+    # every command and worker below inherits it: pixvcs runs as installed
+    installed = bench_run.as_installed(dict(os.environ))
+    os.environ.clear()
+    os.environ.update(installed)
     if args.report_only:
         results = json.loads(Path(args.out).read_text())
         if args.note:
@@ -235,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in (int(x) for x in args.sizes.split(",")):
         src = dataset(n)
         work = WORK / f"crawl-{n}"
-        shutil.rmtree(work, ignore_errors=True)
+        bench_run.rmtree(str(work))  # into the trash: deleted after the run
         work.mkdir(parents=True)
         port = free_port()
         server = subprocess.Popen([sys.executable, "-c", SERVER, str(src), str(port)])
@@ -257,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         row["workers2_vs_img2dataset"] = row["pixvcs_workers2_ips"] / row["img2dataset_ips"]
         results["runs"][str(n)] = row
         print(json.dumps(row, indent=1), flush=True)
-        shutil.rmtree(work, ignore_errors=True)
+        bench_run.rmtree(str(work))
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     if args.note:
         results["note"] = args.note
@@ -280,7 +298,9 @@ def write_section(md: str, results: dict[str, Any]) -> None:
         "off (`--rate 0 --per-host 64`). *pixvcs* = fetch + full decode + SHA-256 + perceptual hash + "
         "store + dedupe + commit; *img2dataset* = fetch + write files (`--resize_mode no "
         "--disable_all_reencoding`, 2 processes: it decodes nothing). Each command timed "
-        "from its start (Python start-up included); workers started before the clock.",
+        "from its start (Python start-up included); workers started before the clock; "
+        "before each, `sync` and nothing deleted in the last 310 s (README.md, Caveats); "
+        "pixvcs runs with its bytecode compiled, as installed.",
         "",
         "| images | img2dataset | pixvcs in-process | pixvcs, 2 workers | in-process / img2dataset "
         "| 2 workers / img2dataset |",

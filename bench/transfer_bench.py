@@ -104,6 +104,7 @@ def make_env(work: str) -> dict[str, str]:
         PATH=bench.VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
     )
     env.pop("PIXVCS_TOKEN", None)
+    env = bench.as_installed(env)
     subprocess.run(
         ["git", "lfs", "install", "--skip-repo"], env=env, check=True, capture_output=True
     )
