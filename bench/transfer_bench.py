@@ -153,6 +153,45 @@ class Server:
         self._out.close()
 
 
+# -- memory state ---------------------------------------------------------------------------
+def programs() -> list[str]:
+    """What the tools run from: read once after the page cache is dropped."""
+    found = [sys.prefix]  # pixvcs and its libraries (the venv)
+    for tool in ("git", "git-lfs", "cp"):
+        path = shutil.which(tool)
+        if path:
+            found.append(os.path.realpath(path))
+    found.append("/usr/lib/git-core")
+    return [p for p in found if os.path.exists(p)]
+
+
+def read_all(path: str) -> None:
+    """Every file under ``path`` (dot directories included), or the file itself."""
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+        return
+    for dirpath, _dirnames, filenames in os.walk(path):
+        for n in filenames:
+            full = os.path.join(dirpath, n)
+            if os.path.isfile(full) and not os.path.islink(full):
+                with open(full, "rb") as f:
+                    while f.read(1 << 20):
+                        pass
+
+
+def fresh_memory(inputs: list[str]) -> None:
+    """``--fresh-memory``: write back and drop the page cache, then read the
+    step's inputs and the programs once, so that every tool starts with the
+    same, mostly free memory (root only)."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+    for path in [*inputs, *programs()]:
+        read_all(path)
+
+
 # -- checks ---------------------------------------------------------------------------------
 def tree_digest(root: str) -> tuple[int, str]:
     """(number of .jpg files, one SHA-256 over every (path, content hash)) of a tree."""
@@ -196,8 +235,11 @@ def bench_size(
         *,
         warm: str | None = None,
         env: dict[str, str] | None = None,
+        inputs: tuple[str, ...] = (),
     ) -> float:
-        if warm:
+        if args.fresh_memory:  # everything the step reads: the repositories, not only media
+            fresh_memory([p for p in (warm, *inputs) if p])
+        elif warm:
             bench.prewarm(warm)
         runner.settle()
         saved = runner.env
@@ -255,17 +297,29 @@ def bench_size(
         bare = os.path.join(run_dir, "bare" + tag)
         runner.run([PIXVCS, "init", "--bare", bare], run_dir)
         runner.run([PIXVCS, "remote", "add", "dir" + tag, bare], src)
-        timed("pixvcs.dir.push", [PIXVCS, "push", "dir" + tag], src, warm=pixvcs_store)
+        timed(
+            "pixvcs.dir.push",
+            [PIXVCS, "push", "dir" + tag],
+            src,
+            warm=pixvcs_store,
+            inputs=(os.path.join(src, ".pixvcs"), bare),
+        )
         clone = os.path.join(run_dir, "dirclone" + tag)
         timed(
             "pixvcs.dir.clone",
             [PIXVCS, "clone", bare, clone],
             run_dir,
             warm=os.path.join(bare, "lfs"),
+            inputs=(bare,),
         )
         check("pixvcs.dir.clone", clone)
         bench.rmtree(clone)
-        timed("pixvcs.dir.push2", [PIXVCS, "push", "dir" + tag], src)
+        timed(
+            "pixvcs.dir.push2",
+            [PIXVCS, "push", "dir" + tag],
+            src,
+            inputs=(os.path.join(src, ".pixvcs"), bare),
+        )
         bench.rmtree(bare)
 
         # -- pixvcs serve
@@ -276,17 +330,29 @@ def bench_size(
         server = Server(srv_root, tokens, os.path.join(run_dir, f"serve{tag}.log"), runner.env)
         try:
             runner.run([PIXVCS, "remote", "add", "srv" + tag, server.url(name)], src)
-            timed("pixvcs.http.push", [PIXVCS, "push", "srv" + tag], src, warm=pixvcs_store)
+            timed(
+                "pixvcs.http.push",
+                [PIXVCS, "push", "srv" + tag],
+                src,
+                warm=pixvcs_store,
+                inputs=(os.path.join(src, ".pixvcs"), os.path.join(srv_root, name)),
+            )
             clone = os.path.join(run_dir, "httpclone" + tag)
             timed(
                 "pixvcs.http.clone",
                 [PIXVCS, "clone", server.url(name), clone],
                 run_dir,
                 warm=os.path.join(srv_root, name, "lfs"),
+                inputs=(os.path.join(srv_root, name),),
             )
             check("pixvcs.http.clone", clone)
             bench.rmtree(clone)
-            timed("pixvcs.http.push2", [PIXVCS, "push", "srv" + tag], src)
+            timed(
+                "pixvcs.http.push2",
+                [PIXVCS, "push", "srv" + tag],
+                src,
+                inputs=(os.path.join(src, ".pixvcs"), os.path.join(srv_root, name)),
+            )
             bench.rmtree(os.path.join(srv_root, name))
 
             # -- stock git + git-lfs against the same server
@@ -295,6 +361,7 @@ def bench_size(
                 ["git", "push", "-q", server.url(gname), "main"],
                 gsrc,
                 warm=git_store,
+                inputs=(os.path.join(gsrc, ".git"), os.path.join(srv_root, gname)),
             )
             gclone = os.path.join(run_dir, "gitclone" + tag)
             skip = dict(runner.env, GIT_LFS_SKIP_SMUDGE="1")
@@ -304,13 +371,24 @@ def bench_size(
                 run_dir,
                 warm=os.path.join(srv_root, gname, "lfs"),
                 env=skip,
+                inputs=(os.path.join(srv_root, gname),),
             )
-            timed("git-lfs.http.lfs_pull", ["git", "lfs", "pull"], gclone)
+            timed(
+                "git-lfs.http.lfs_pull",
+                ["git", "lfs", "pull"],
+                gclone,
+                inputs=(gclone, os.path.join(srv_root, gname)),
+            )
             check("git-lfs.http.clone", gclone)
             status = runner.run(["git", "status", "--porcelain"], gclone)
             out["checks"]["git-lfs.http.clone.clean"] = status.strip() == ""
             bench.rmtree(gclone)
-            timed("git-lfs.http.push2", ["git", "push", "-q", server.url(gname), "main"], gsrc)
+            timed(
+                "git-lfs.http.push2",
+                ["git", "push", "-q", server.url(gname), "main"],
+                gsrc,
+                inputs=(os.path.join(gsrc, ".git"), os.path.join(srv_root, gname)),
+            )
             bench.rmtree(os.path.join(srv_root, gname))
         finally:
             server.stop()
@@ -372,20 +450,30 @@ def ratios(steps: dict[str, Any]) -> dict[str, Any]:
 def render(data: dict[str, Any]) -> str:
     meta = data.get("meta", {})
     mach = meta.get("machine", {})
-    L: list[str] = [START, "## Transfer: push and clone (issue #3)\n"]
+    fresh = bool(meta.get("fresh_memory"))
+    title = "push and clone, fresh memory" if fresh else "push and clone"
+    L: list[str] = [START, f"## Transfer: {title} (issue #3)\n"]
     L.append(
         f"Generated by `bench/transfer_bench.py` (`{meta.get('command', '')}`), started "
         f"{meta.get('started', '?')}, took {meta.get('elapsed_s', '?')} s; raw numbers in "
-        f"`bench/results-transfer.json`. Same machine as above ({mach.get('cores', '?')} cores, "
+        f"`bench/results-transfer{'-fresh' if fresh else ''}.json`. Same machine as above ({mach.get('cores', '?')} cores, "
         f"{mach.get('filesystem', '?')}; {mach.get('git', '')}, {mach.get('git_lfs', '')}). "
         f"{meta.get('note', '')}\n"
     )
     L.append(
         "All on one machine, loopback only. Each timed command is followed by a timed `sync`; "
         "the times below are **command + sync** (durable), the median of "
-        f"{meta.get('repeats', 1)} run(s). Before each step the source is read once (warm page "
-        "cache for every tool alike) and `sync` runs so no earlier dirty pages are pending; "
-        "nothing is deleted in the 310 s before a timed step (README.md, Caveats). "
+        f"{meta.get('repeats', 1)} run(s). "
+        + (
+            "Before each step the page cache is written back and dropped, then the step's "
+            "inputs (the repositories it reads, the dataset for `cp`) and the programs (the "
+            "venv, git, git-lfs, cp) are read once: every tool starts with the same, mostly "
+            "free memory, and nobody pays for reclaiming another tool's pages; "
+            if fresh
+            else "Before each step the source is read once (warm page cache for every tool "
+            "alike) and `sync` runs so no earlier dirty pages are pending; "
+        )
+        + "nothing is deleted in the 310 s before a timed step (README.md, Caveats). "
         "pixvcs verifies every object's SHA-256 where it is received and makes it durable "
         "(an upload is also read verified from the sender's store; `pixvcs serve` sends a "
         "download unhashed, the client hashes it) (directory "
@@ -396,7 +484,16 @@ def render(data: dict[str, Any]) -> str:
         "`cp` and git-lfs leave their dirty pages to the `sync` that follows them. "
         "A clone writes the bytes twice (the media store and the work tree), `cp -r` once. "
         "The git-lfs repository lives on the same `pixvcs serve` (its Batch API and smart "
-        "HTTP), so the server's costs are shared by both clients.\n"
+        "HTTP), so the server's costs are shared by both clients."
+        + (
+            ""
+            if fresh
+            else " The page cache is full in this state (earlier steps' data): a writer "
+            "must reclaim pages first, which on this VM slows `cp -r` about threefold; the "
+            "*fresh memory* section (`--fresh-memory`) times every step after dropping the "
+            "cache instead, where the ratios to `cp` are larger (bench/README.md, Caveats)."
+        )
+        + "\n"
     )
     for size, entry in sorted(data.get("sizes", {}).items(), key=lambda kv: int(kv[0])):
         steps = entry.get("steps", {})
@@ -448,26 +545,26 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(L) + "\n"
 
 
-def splice(md_path: str, section: str) -> None:
+def splice(md_path: str, section: str, name: str = "transfer") -> None:
     """Put ``section`` (markers included) into ``md_path`` (bench/mdsections)."""
     from mdsections import splice as splice_section
 
     body = section.split(START, 1)[1].rsplit(END, 1)[0]
-    splice_section(md_path, "transfer-bench", body)
+    splice_section(md_path, f"{name}-bench", body)
 
 
 def write_outputs(args: argparse.Namespace, data: dict[str, Any]) -> None:
     os.makedirs(args.out, exist_ok=True)
-    json_path = os.path.join(args.out, "results-transfer.json")
+    json_path = os.path.join(args.out, f"results-{args.section}.json")
     tmp = json_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
     os.replace(tmp, json_path)
     section = render(data)
-    with open(os.path.join(args.out, "results-transfer.md"), "w") as f:
+    with open(os.path.join(args.out, f"results-{args.section}.md"), "w") as f:
         f.write(section)
     if args.results_md:
-        splice(args.results_md, section)
+        splice(args.results_md, section, args.section)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,9 +582,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", default="", help="a sentence for the report (e.g. machine load)")
     ap.add_argument("--keep", action="store_true", help="keep the run directories")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument(
+        "--fresh-memory",
+        action="store_true",
+        help="before each step drop the page cache (root), then read the step's inputs and "
+        "the programs once; results go to results-transfer-fresh.* and their own section",
+    )
     args = ap.parse_args(argv)
+    args.section = "transfer-fresh" if args.fresh_memory else "transfer"
     if args.report_only:
-        with open(os.path.join(args.out, "results-transfer.json")) as f:
+        with open(os.path.join(args.out, f"results-{args.section}.json")) as f:
             write_outputs(args, json.load(f))
         return 0
     for tool in ("git", "git-lfs"):
@@ -508,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": " ".join(["bench/transfer_bench.py", *(argv or sys.argv[1:])]),
             "note": args.note,
+            "fresh_memory": args.fresh_memory,
             "loadavg_start": os.getloadavg(),
         },
         "sizes": {},
@@ -518,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         data["meta"]["elapsed_s"] = round(time.perf_counter() - t0)
         data["meta"]["loadavg_end"] = os.getloadavg()
         write_outputs(args, data)
-    print("wrote", os.path.join(args.out, "results-transfer.json"), flush=True)
+    print("wrote", os.path.join(args.out, f"results-{args.section}.json"), flush=True)
     return 0
 
 
