@@ -110,6 +110,24 @@ def ingest(store: Any, path: str) -> Ingested | None:
     return Ingested(name, len(entries), pointers)
 
 
+def pointers_in(path: str) -> dict[str, bytes]:
+    """The pointer blobs of the pack file at ``path`` (blob id -> bytes), read
+    in the same one pass as :func:`ingest` (each id is the SHA-1 of the bytes
+    the pack holds, so a pointer is never credited to the wrong blob). Empty
+    when the pack holds a delta or is not sound: these are hints, and whoever
+    reads such a pack through dulwich meets its problems there."""
+    try:
+        with open(path, "rb") as f:
+            length = os.fstat(f.fileno()).st_size
+            if length < 32:
+                return {}
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                found = _scan(data, length)
+    except (OSError, MalformedPack):
+        return {}
+    return {} if found is None else found[1]
+
+
 def _scan(
     data: mmap.mmap, length: int
 ) -> tuple[list[tuple[bytes, int, int | None]], dict[str, bytes]] | None:

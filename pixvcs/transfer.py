@@ -553,6 +553,8 @@ def clone(
             config.set((b"remote", b"origin"), b"lfsurl", lfs_url.encode())
             config.write_to_path()
         linked = isinstance(source, DirectoryEndpoint) and _link_packs(source.git_dir, repo)
+        if linked:  # the pointers the linked packs hold, learnt in one pass over each
+            _learn_pointers(repo)
         fetch(repo, "origin", progress=progress, objects_present=linked)
         sparse.save(repo, selection)
         client, path = source.git_client()
@@ -628,6 +630,18 @@ def _link_packs(git_dir: str, repo: Repo) -> bool:
         return False
     repo.git.object_store._update_pack_cache()  # noqa: SLF001 - dulwich: see the new packs
     return True
+
+
+def _learn_pointers(repo: Repo) -> None:
+    """:func:`remember_pointers` of every pack a clone linked: the media to
+    download are then known without reading 20,000 pointer blobs one by one
+    through the object store (0.6 s of a 3 s clone)."""
+    from .packingest import pointers_in
+
+    pack_dir = os.path.join(repo.git_dir, "objects", "pack")
+    for name in sorted(os.listdir(pack_dir)):
+        if name.endswith(".pack"):
+            remember_pointers(repo, pointers_in(os.path.join(pack_dir, name)))
 
 
 def _resolve_quietly(repo: Repo, rev: str) -> str | None:
