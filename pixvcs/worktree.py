@@ -21,7 +21,7 @@ from .ingest import map_batches, materialise_batch
 from .pointer import looks_like_pointer, parse_pointer
 
 # worktree is imported lazily by Repo's methods, after repo.py is fully loaded
-from .repo import HEAD, CheckoutResult, MergeResult, _dirs_of, _oid, _ref
+from .repo import GIT_DIR, HEAD, CheckoutResult, MergeResult, _dirs_of, _oid, _ref
 
 if TYPE_CHECKING:
     from .repo import Progress, Repo
@@ -96,6 +96,9 @@ def _switch_tree(
     # unchanged paths the selection now leaves out: their files go (if unmodified)
     hide = sorted(leave_out - skipped - touched)
     sparse_state = (skipped, leave_out, hide)
+    if not force and old_tree is None and not skipped and _nothing_here(repo):
+        # a fresh clone's checkout: no file to overwrite, no change to lose
+        return _apply(repo, changes, progress, link=link, target_tree=new_tree, sparse=sparse_state)
     if not force:
         entries = repo.index.get_many([c.path for c in changes])
         _refuse_overwrite(repo, changes, entries, progress, skipped=skipped, leave_out=leave_out)
@@ -117,6 +120,15 @@ def _switch_tree(
         else:
             changes.append(trees.Change(path, (0, ""), None))
     return _apply(repo, changes, progress, link=link, target_tree=new_tree, sparse=sparse_state)
+
+
+def _nothing_here(repo: Repo) -> bool:
+    """The index holds no file and the work tree nothing but the repository's
+    own directory: checking 20,000 paths for local changes finds none."""
+    if len(repo.index):
+        return False
+    with os.scandir(repo.root) as it:
+        return all(e.name == GIT_DIR for e in it)
 
 
 def _refuse_overwrite(
@@ -219,8 +231,8 @@ def _apply(
         data = b"" if known is not None else trees.blob_bytes(repo.store, blob)
         if known is not None or looks_like_pointer(data):
             p = known if known is not None else parse_pointer(data)
-            if not repo.media.has(p.oid):
-                missing.append((c.path, p.oid))
+            if p.oid not in repo.verified_oids and not repo.media.has(p.oid):
+                missing.append((c.path, p.oid))  # (arrived in this command: it is there)
             plans.append((c.path, mode, "media", p.oid, p.size, blob))
         else:
             plans.append((c.path, mode, "blob", None, len(data), blob))

@@ -705,3 +705,34 @@ def test_commit_files_stages_a_version_on_a_branch_without_touching_the_work_tre
         repo.commit_files("crawl/job1", [("x.jpg", "0" * 64, 3)], "bad", author=AUTHOR)
     assert repo.merge("crawl/job1").kind == "fast-forward"
     assert Path(repo.root, "b", "new.jpg").read_bytes() == data
+
+
+def test_checkout_from_an_unborn_head_still_refuses_untracked_files(tmp_path: Path) -> None:
+    """A checkout into a repository with no commit and an empty index skips the
+    search for local changes only when the work tree holds nothing but .pixvcs
+    (a fresh clone): an untracked file in the way is still refused, and files
+    outside the version are left alone."""
+    src = Repo.init(str(tmp_path / "src"))
+    make_dataset(src.root, {"a": 3})
+    v1 = _commit_all(src, "v1")
+    src.close()
+    for name, untracked in (("empty", None), ("busy", b"not the image")):
+        dest = Repo.init(str(tmp_path / name), with_gitattributes=False)
+        dest.add_remote("origin", str(tmp_path / "src"))
+        dest.fetch("origin")
+        if untracked is not None:
+            os.makedirs(os.path.join(dest.root, "a"))
+            Path(dest.root, "a", "0001.jpg").write_bytes(untracked)
+            Path(dest.root, "notes.txt").write_text("mine")
+            with pytest.raises(LocalChanges) as err:
+                dest.checkout(v1)
+            assert err.value.paths == ["a/0001.jpg"]
+            assert Path(dest.root, "a", "0001.jpg").read_bytes() == untracked
+            os.unlink(os.path.join(dest.root, "a", "0001.jpg"))
+        dest.checkout(v1)
+        got = snapshot(dest.root)
+        assert got == {
+            **snapshot(str(tmp_path / "src")),
+            **({"notes.txt": b"mine"} if untracked else {}),
+        }
+        dest.close()
