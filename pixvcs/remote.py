@@ -170,9 +170,7 @@ class DirectoryEndpoint:
         return fsutil.repo_lock(os.path.join(state, "lock"))
 
     def git_client(self) -> tuple[Any, str]:
-        from dulwich.client import LocalGitClient
-
-        return LocalGitClient(), self.git_dir
+        return _local_git_client(), self.git_dir
 
     def missing(self, oids: Iterable[str], *, sizes: Mapping[str, int] | None = None) -> list[str]:
         if self.s3 is not None:
@@ -263,6 +261,62 @@ def _copy_verified(
             raise
     dest.sync()  # the links, and every batch's renames, once
     return len(todo)
+
+
+def _local_git_client() -> Any:
+    """dulwich's client for a repository on disk, whose pushed pack is indexed
+    by :func:`add_pack_data` (one pass) instead of dulwich's (which writes the
+    pack, reads it back and resolves every object: 0.8 s of a 20k push)."""
+    from contextlib import closing
+
+    from dulwich.client import LocalGitClient
+    from dulwich.repo import Repo as GitRepo
+
+    from .packs import guard_bitmaps
+
+    class Client(LocalGitClient):
+        @classmethod
+        def _open_repo(cls, path: str | bytes) -> Any:
+            repo = GitRepo(os.fsdecode(path))
+            store: Any = repo.object_store
+            guard_bitmaps(store)
+            store.add_pack_data = partial(add_pack_data, store, store.add_pack_data)
+            return closing(repo)
+
+    return Client()
+
+
+def add_pack_data(
+    store: Any,
+    dulwich_add: Callable[..., Any],
+    count: int,
+    unpacked_objects: Iterable[Any],
+    progress: Callable[..., None] | None = None,
+) -> None:
+    """``store.add_pack_data`` for a pushed pack: the pack is written to a temp
+    file of the pack directory and added by :func:`pixvcs.packingest.add_pack_file`
+    (checked and indexed in one pass, fsynced, published ``.pack`` before
+    ``.idx``; a pack with a delta goes to dulwich's indexer). A store that is
+    not a plain SHA-1 store on disk keeps dulwich's way."""
+    from dulwich.pack import write_pack_data
+
+    from .packingest import add_pack_file
+
+    pack_dir = getattr(store, "pack_dir", None)
+    if count == 0 or pack_dir is None or store.object_format.name != "sha1":
+        dulwich_add(count, iter(unpacked_objects), progress)
+        return
+    os.makedirs(pack_dir, exist_ok=True)
+    tmp = fsutil.unique_tmp(pack_dir, "tmp-push-")
+    try:
+        with open(tmp, "xb") as f:
+            write_pack_data(f.write, iter(unpacked_objects), store.object_format, num_records=count)
+        add_pack_file(store, tmp, lambda read: store.add_thin_pack(read, None))
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:  # published (renamed into place)
+            pass
 
 
 def _can_fork() -> bool:

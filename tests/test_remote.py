@@ -472,3 +472,39 @@ def test_a_local_clone_learns_its_pointers_from_the_linked_packs(
         assert snapshot(c.root) == data and c.fsck().ok
     finally:
         c.close()
+
+
+def test_a_push_to_a_directory_indexes_its_pack_in_one_pass(
+    tmp_path: Path, remote: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pack a push writes into a directory remote is checked and indexed by
+    pixvcs.packingest (dulwich's indexer, which reads the pack back and resolves
+    every object, is not used); git fsck accepts the result, and a clone of it
+    is byte for byte the pushed version."""
+    import subprocess
+
+    from dulwich.object_store import DiskObjectStore
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("dulwich indexed the pushed pack")
+
+    a = _new(tmp_path, "a", remote)
+    make_dataset(a.root, {"cat": 40, "dog": 30})
+    _commit_all(a, "v1")
+    monkeypatch.setattr(DiskObjectStore, "_complete_pack", refuse)
+    a.push()
+    write_image(os.path.join(a.root, "cat", "new.jpg"), 99)
+    _commit_all(a, "v2")
+    a.push()  # a small second pack on top
+    a.close()
+    monkeypatch.undo()
+    packs = list(Path(remote, "objects", "pack").glob("*.pack"))
+    assert len(packs) == 2 and not list(Path(remote, "objects", "pack").glob("tmp-*"))
+    subprocess.run(
+        ["git", "--git-dir", remote, "fsck", "--strict"], check=True, capture_output=True
+    )
+    b = Repo.clone(remote, str(tmp_path / "b"))
+    try:
+        assert snapshot(b.root) == snapshot(str(tmp_path / "a")) and b.fsck().ok
+    finally:
+        b.close()
