@@ -16,6 +16,7 @@ from dulwich.pack import PackData, load_pack_index, write_pack_objects
 from dulwich.repo import Repo as GitRepo
 
 from pixvcs.packingest import MalformedPack, ingest
+from pixvcs.packs import object_header
 from pixvcs.pointer import format_pointer
 
 
@@ -97,18 +98,6 @@ def test_a_pack_with_a_delta_is_left_to_dulwich(tmp_path: Path) -> None:
     repo.close()
 
 
-def _header(kind: int, size: int) -> bytes:
-    out = bytearray()
-    c = (kind << 4) | (size & 15)
-    size >>= 4
-    while size:
-        out.append(c | 0x80)
-        c = size & 0x7F
-        size >>= 7
-    out.append(c)
-    return bytes(out)
-
-
 def _pack(records: list[bytes], count: int | None = None, tail: bytes = b"") -> bytes:
     body = b"PACK" + struct.pack(">II", 2, len(records) if count is None else count)
     body += b"".join(records) + tail
@@ -116,7 +105,7 @@ def _pack(records: list[bytes], count: int | None = None, tail: bytes = b"") -> 
 
 
 def _blob(data: bytes, *, declared: int | None = None, kind: int = 3) -> bytes:
-    return _header(kind, len(data) if declared is None else declared) + zlib.compress(data)
+    return object_header(kind, len(data) if declared is None else declared) + zlib.compress(data)
 
 
 GOOD = _blob(b"hello\n")
@@ -128,8 +117,8 @@ BROKEN: dict[str, tuple[bytes, str]] = {
     "trailing bytes": (_pack([GOOD], tail=b"junk"), "bytes after the last"),
     "size too small": (_pack([_blob(b"hello\n", declared=3)]), "more bytes than its size"),
     "size too large": (_pack([_blob(b"hello\n", declared=9)]), "header says 9"),
-    "bad zlib": (_pack([_header(3, 6) + b"\x78\x9c garbage"]), "zlib"),
-    "cut zlib": (_pack([_header(3, 6) + zlib.compress(b"hello\n")[:5]]), "cut short"),
+    "bad zlib": (_pack([object_header(3, 6) + b"\x78\x9c garbage"]), "zlib"),
+    "cut zlib": (_pack([object_header(3, 6) + zlib.compress(b"hello\n")[:5]]), "cut short"),
     "unknown type": (_pack([_blob(b"hello\n", kind=5)]), "unknown type 5"),
     "tiny": (b"PACK", "too short"),
 }
