@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlparse, urlunparse
 
 from . import fsutil, multi
@@ -640,38 +640,34 @@ class _TranslatingClient:
         :mod:`pixvcs.packingest` (dulwich indexes it when it holds a delta);
         the pointer blobs that pass are left in :attr:`pointers` (blob id ->
         bytes) for the caller."""
-        from .packingest import MalformedPack, add_pack_file
+        from .packingest import MalformedPack, add_pack_stream
 
         store = target.object_store
-        pack_dir = getattr(store, "pack_dir", None)
-        if pack_dir is None or kwargs:
+        if getattr(store, "pack_dir", None) is None or kwargs:
             return self._call("fetch", path, target, determine_wants=determine_wants, **kwargs)
-        os.makedirs(pack_dir, exist_ok=True)
-        tmp = fsutil.unique_tmp(pack_dir, "tmp-fetch-")
-        try:
-            with open(tmp, "xb") as f:
-                result = self._call(
-                    "fetch_pack",
-                    path,
-                    determine_wants or store.determine_wants_all,
-                    target.get_graph_walker(),
-                    f.write,
-                )
+        results: list[Any] = []
+
+        def receive(f: BinaryIO) -> None:
+            result = self._call(
+                "fetch_pack",
+                path,
+                determine_wants or store.determine_wants_all,
+                target.get_graph_walker(),
+                f.write,
+            )
             fmt = getattr(result, "object_format", None)
             if fmt not in (None, "sha1"):
                 raise RemoteError(self._url, f"a {fmt} repository (pixvcs reads sha1 ones)")
-            if os.path.getsize(tmp):
-                try:
-                    pointers = add_pack_file(
-                        store, tmp, lambda read: store.add_thin_pack(read, None)
-                    )
-                except MalformedPack as e:
-                    raise RemoteError(self._url, f"a malformed pack: {e}") from None
-                self.pointers.update(pointers)
-        finally:
-            with suppress(FileNotFoundError):  # published, or never written
-                os.unlink(tmp)
-        return result
+            results.append(result)
+
+        try:
+            pointers = add_pack_stream(
+                store, "tmp-fetch-", receive, lambda read: store.add_thin_pack(read, None)
+            )
+        except MalformedPack as e:
+            raise RemoteError(self._url, f"a malformed pack: {e}") from None
+        self.pointers.update(pointers)
+        return results[0]
 
     def send_pack(self, *args: Any, **kwargs: Any) -> Any:
         return self._call("send_pack", *args, **kwargs)

@@ -25,7 +25,8 @@ import mmap
 import os
 import zlib
 from collections.abc import Callable
-from typing import Any
+from contextlib import suppress
+from typing import Any, BinaryIO
 
 from . import fsutil
 from .pointer import MAX_POINTER_SIZE, looks_like_pointer
@@ -51,6 +52,30 @@ class Ingested:
         self.name = name
         self.objects = objects
         self.pointers = pointers  # blob id (hex) -> pointer bytes
+
+
+def add_pack_stream(
+    store: Any,
+    hint: str,
+    write: Callable[[BinaryIO], object],
+    dulwich_index: Callable[[Callable[[int], bytes]], object],
+) -> dict[str, bytes]:
+    """Add a pack that ``write(f)`` writes into ``f``, a new temporary file of
+    ``store.pack_dir`` (named ``<hint><pid>-...``), by :func:`add_pack_file`;
+    an empty one adds nothing. The temporary file never outlives the call
+    (published under the pack's name, or removed, also when ``write`` or the
+    indexing raises). Returns the pointer blobs seen. Used for every pack that
+    arrives: an HTTP fetch, a push into ``pixvcs serve`` or into a directory."""
+    os.makedirs(store.pack_dir, exist_ok=True)
+    tmp = fsutil.unique_tmp(store.pack_dir, hint)
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+            empty = f.tell() == 0
+        return {} if empty else add_pack_file(store, tmp, dulwich_index)
+    finally:
+        with suppress(FileNotFoundError):  # published, or never written
+            os.unlink(tmp)
 
 
 def add_pack_file(

@@ -294,29 +294,25 @@ def add_pack_data(
     progress: Callable[..., None] | None = None,
 ) -> None:
     """``store.add_pack_data`` for a pushed pack: the pack is written to a temp
-    file of the pack directory and added by :func:`pixvcs.packingest.add_pack_file`
+    file of the pack directory and added by :func:`pixvcs.packingest.add_pack_stream`
     (checked and indexed in one pass, fsynced, published ``.pack`` before
     ``.idx``; a pack with a delta goes to dulwich's indexer). A store that is
     not a plain SHA-1 store on disk keeps dulwich's way."""
     from dulwich.pack import write_pack_data
 
-    from .packingest import add_pack_file
+    from .packingest import add_pack_stream
 
-    pack_dir = getattr(store, "pack_dir", None)
-    if count == 0 or pack_dir is None or store.object_format.name != "sha1":
+    if count == 0 or getattr(store, "pack_dir", None) is None or store.object_format.name != "sha1":
         dulwich_add(count, iter(unpacked_objects), progress)
         return
-    os.makedirs(pack_dir, exist_ok=True)
-    tmp = fsutil.unique_tmp(pack_dir, "tmp-push-")
-    try:
-        with open(tmp, "xb") as f:
-            write_pack_data(f.write, iter(unpacked_objects), store.object_format, num_records=count)
-        add_pack_file(store, tmp, lambda read: store.add_thin_pack(read, None))
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:  # published (renamed into place)
-            pass
+    add_pack_stream(
+        store,
+        "tmp-push-",
+        lambda f: write_pack_data(
+            f.write, iter(unpacked_objects), store.object_format, num_records=count
+        ),
+        lambda read: store.add_thin_pack(read, None),
+    )
 
 
 def _can_fork() -> bool:

@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
@@ -823,38 +823,32 @@ def _receive_pack_handler(root: str, s3_for: Callable[[str], S3Media | None]) ->
             is indexed by dulwich as before."""
             from dulwich.errors import ObjectFormatException
 
-            from .packingest import MalformedPack, add_pack_file
+            from .packingest import MalformedPack, add_pack_stream
 
-            os.makedirs(store.pack_dir, exist_ok=True)
-            tmp = fsutil.unique_tmp(store.pack_dir, "tmp-receive-")
             read = read_some or read_all
-            try:
-                with open(tmp, "xb") as f:
-                    total = 0
-                    while chunk := read(1 << 16):
-                        total += len(chunk)
-                        if max_input_size and total > max_input_size:
-                            raise ObjectFormatException(
-                                f"the pack is larger than receive.maxInputSize "
-                                f"({max_input_size} bytes)"
-                            )
-                        f.write(chunk)
+
+            def copy(f: BinaryIO) -> None:
+                total = 0
+                while chunk := read(1 << 16):
+                    total += len(chunk)
+                    if max_input_size and total > max_input_size:
+                        raise ObjectFormatException(
+                            f"the pack is larger than receive.maxInputSize ({max_input_size} bytes)"
+                        )
+                    f.write(chunk)
                 if not total:
                     raise ObjectFormatException("no pack data")
-                try:
-                    pointers = add_pack_file(
-                        store,
-                        tmp,
-                        lambda read: dulwich_add(
-                            read, None, progress, max_input_size=max_input_size
-                        ),
-                    )
-                except MalformedPack as e:
-                    raise ObjectFormatException(f"malformed pack: {e}") from None
-                self._pointers.update(pointers)
-            finally:
-                with suppress(FileNotFoundError):  # published, or never written
-                    os.unlink(tmp)
+
+            try:
+                pointers = add_pack_stream(
+                    store,
+                    "tmp-receive-",
+                    copy,
+                    lambda read: dulwich_add(read, None, progress, max_input_size=max_input_size),
+                )
+            except MalformedPack as e:
+                raise ObjectFormatException(f"malformed pack: {e}") from None
+            self._pointers.update(pointers)
 
         def _on_update(self, ref_name: Ref, old_sha: ObjectID, new_sha: ObjectID) -> bytes | None:
             try:
