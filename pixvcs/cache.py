@@ -50,10 +50,15 @@ if TYPE_CHECKING:
 DEFAULT_CACHE_SIZE = 10 << 30
 #: Fetches of one object a read tries when other processes keep evicting it.
 _ATTEMPTS = 8
-#: Objects per download when reading ahead (one git-lfs Batch API request each).
-FETCH_BATCH = 100
-#: Downloads in flight ahead of the consumer.
-FETCH_DEPTH = 3
+#: Objects per download when reading ahead: the first download of a read is
+#: small (the first item comes soon), the next ones large (a pixvcs server
+#: sends each in one request; other servers get batches of 100).
+FETCH_FIRST = 100
+FETCH_BATCH = 1000
+#: Downloads ahead of the consumer. They run one at a time, in one thread:
+#: two transfers at once cost more CPU in interpreter-lock hand-offs than they
+#: overlap (measured in bench/read_bench.py), and the consumer works meanwhile.
+FETCH_DEPTH = 1
 #: Bytes of one read-ahead download kept in memory for the consumer (verified
 #: once, on arrival); the rest of it is read back from the cache (and hashed).
 HANDOFF_BYTES = 32 << 20
@@ -364,22 +369,24 @@ class RemoteSource:
         self, oids: Sequence[str], *, prefetch: int = 16, verify: bool = False
     ) -> Iterator[builtins.bytes]:
         """Every read hashed (``verify`` changes nothing here). Objects are
-        fetched ahead of the consumer into the cache, :data:`FETCH_BATCH` per
-        download, :data:`FETCH_DEPTH` downloads in flight (in background
-        threads; held against eviction until read); the consumer's thread reads
-        and hashes each from the cache when it gets there. Fetched objects wait
-        on disk, not in memory, so ``prefetch`` does not bound them; with
-        ``prefetch`` 1 or less each object is fetched when it is read."""
+        fetched ahead of the consumer into the cache, :data:`FETCH_FIRST`, then
+        :data:`FETCH_BATCH` per download, :data:`FETCH_DEPTH` downloads ahead
+        (in a background thread; held against eviction until read); each
+        object comes to the consumer as the download verified it in memory, or
+        is read back from the cache and hashed. ``prefetch`` does not bound
+        the objects fetched ahead; with ``prefetch`` 1 or less each object is
+        fetched when it is read."""
         if prefetch <= 1:
             return (self.read(oid) for oid in oids)
         return self._read_ahead(oids)
 
     def _read_ahead(self, oids: Sequence[str]) -> Iterator[builtins.bytes]:
         cache = self._cache()
-        chunks = [oids[i : i + FETCH_BATCH] for i in range(0, len(oids), FETCH_BATCH)]
+        chunks = [oids[:FETCH_FIRST]] if oids else []
+        chunks += [oids[i : i + FETCH_BATCH] for i in range(FETCH_FIRST, len(oids), FETCH_BATCH)]
         todo = iter(chunks)
         pending: deque[tuple[Sequence[str], dict[str, builtins.bytes], Future[None]]] = deque()
-        pool = ThreadPoolExecutor(max_workers=FETCH_DEPTH, thread_name_prefix="pixvcs-fetch")
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixvcs-fetch")
 
         def submit() -> None:
             chunk = next(todo, None)

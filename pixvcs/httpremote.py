@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     import httpx
 
 BATCHES_IN_FLIGHT = 3  # batches whose transfers overlap
+#: Objects per download batch once the server has answered with pixvcs-multi:
+#: a pixvcs server takes up to 1000 (stock servers get git-lfs's 100, BATCH).
+MULTI_BATCH = 1000
 
 
 def _sized(oids: Sequence[str], sizes: Mapping[str, int] | None) -> list[tuple[str, int]]:
@@ -127,6 +130,9 @@ class HttpEndpoint:
         # no default Authorization: the token is added per request, to this origin only
         self._timeout, self._transport = timeout, transport
         self._http = self._new_client()
+        # the pixvcs-multi download (href, header) a batch answer gave, reusable
+        # without asking again (docs/format.md, "The pixvcs-multi transfer")
+        self._multi_download: tuple[str, dict[str, str]] | None = None
 
     def _new_client(self) -> httpx.Client:
         import httpx
@@ -218,7 +224,27 @@ class HttpEndpoint:
             raise RemoteError(
                 self.url, f"the batch response leaves out {len(unanswered)} object(s)"
             )
+        if operation == "download" and transfer == multi.NAME:
+            self._learn_multi(out)
         return str(transfer), out
+
+    def _learn_multi(self, objects: list[dict[str, Any]]) -> None:
+        """Keep the pixvcs-multi download href of a batch answer for later
+        downloads: the first object's, unless it expires or is on another origin."""
+        for obj in objects:
+            actions = obj.get("actions")
+            action = actions.get("download") if isinstance(actions, dict) else None
+            if not isinstance(action, dict):
+                continue  # an object the server lacks: look at the next one
+            found = self._action(obj, "download")
+            if (
+                found is not None
+                and "expires_in" not in action
+                and "expires_at" not in action
+                and _origin(found[0]) in self._origins
+            ):
+                self._multi_download = found
+            return
 
     def _check(self, response: httpx.Response, what: str) -> None:
         if response.status_code < 300:
@@ -298,9 +324,14 @@ class HttpEndpoint:
         ``received`` gets the verified bytes of the objects a pixvcs-multi
         answer carried in memory (from a worker thread, before they are stored)."""
         os.makedirs(dest.tmp_dir, exist_ok=True)
-        batches = [dest.absent(oids[start : start + BATCH]) for start in range(0, len(oids), BATCH)]
-        if received is None and type(dest) is MediaStore and _fork_worth_it(len(oids)):
-            self._download_in_processes(batches, dest, sizes, progress, len(oids))
+        todo = dest.absent(oids)
+        if self._multi_download is None and len(todo) > BATCH and multi.NAME in self.transfers:
+            # one object's batch answer says whether the server speaks pixvcs-multi
+            self._batch("download", _sized(todo[:1], sizes))
+        size = MULTI_BATCH if self._multi_download is not None else BATCH
+        batches = [todo[start : start + size] for start in range(0, len(todo), size)]
+        if received is None and type(dest) is MediaStore and _fork_worth_it(len(todo)):
+            self._download_in_processes(batches, dest, sizes, progress, len(todo))
             return
         done = 0
         with (
@@ -315,7 +346,7 @@ class HttpEndpoint:
                 for future, batch in zip(futures, batches, strict=True):
                     multi.publish(dest, future.result(), sync_names=False)
                     done += len(batch)
-                    progress("download", done, len(oids))
+                    progress("download", done, len(todo))
                 if done:
                     dest.sync()  # every batch's renames, once, before the caller goes on
             except BaseException:
@@ -385,6 +416,10 @@ class HttpEndpoint:
         """Verified temp files (not yet durable) of one batch."""
         if not batch:
             return []
+        if self._multi_download is not None:  # no Batch API call: its answer is known
+            href, header = self._multi_download
+            work = [(oid, 0, href, header) for oid in batch]
+            return self._download_multi(work, dest, known=sizes or {}, received=received)
         transfer, objects = self._batch("download", _sized(batch, sizes))
         work = []
         for obj in objects:

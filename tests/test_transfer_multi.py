@@ -143,7 +143,10 @@ def test_push_and_clone_move_media_in_multi_requests_byte_exact(
     served.paths.clear()
     b = Repo.clone(served.url(), str(tmp_path / "b"))
     downloads = [p for p in served.paths if p.endswith("/objects/multi/download")]
-    assert len(downloads) == 3
+    batches = [p for p in served.paths if p.endswith("/objects/batch")]
+    # one Batch API call (one object) learns that the server speaks pixvcs-multi;
+    # then one request carries all 240 objects (up to 1000 a request)
+    assert len(batches) == 1 and len(downloads) == 1
     assert b.head_commit() == head
     for rel, content in data.items():
         assert (Path(b.root) / rel).read_bytes() == content, rel
@@ -379,6 +382,48 @@ def test_hostile_download_streams_are_refused(tmp_path: Path) -> None:
     assert [dest.read(o) for o in oids] == blobs
 
 
+@pytest.mark.parametrize(
+    "action, reused",
+    [
+        ({}, True),
+        ({"expires_in": 600}, False),
+        ({"expires_at": "2030-01-01T00:00:00Z"}, False),
+        ({"href": "http://elsewhere/multi/download"}, False),
+    ],
+)
+def test_a_multi_href_is_reused_only_if_it_never_expires_and_is_the_servers(
+    tmp_path: Path, action: dict[str, Any], reused: bool
+) -> None:
+    """Once a batch answer gave a pixvcs-multi download href of the server's own
+    origin that does not expire, later downloads go to it directly (no Batch API
+    call); one that expires, or points elsewhere, is asked for again each time."""
+    blobs = [image_bytes(300 + i) for i in range(4)]
+    by_oid = {_oid(b): b for b in blobs}
+    oids = list(by_oid)
+    requests: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(f"{request.url.host}{request.url.path}")
+        body = json.loads(request.content)
+        if request.url.path.endswith("/objects/batch"):
+            download = {"href": "http://srv/x.git/info/lfs/objects/multi/download", **action}
+            objects = [
+                {"oid": o["oid"], "size": o["size"], "actions": {"download": download}}
+                for o in body["objects"]
+            ]
+            return httpx.Response(200, json={"transfer": multi.NAME, "objects": objects})
+        return httpx.Response(200, content=_stream(*((o, by_oid[o]) for o in body["oids"])))
+
+    endpoint = HttpEndpoint("http://srv/x", transport=httpx.MockTransport(handler))
+    dest = MediaStore.create(str(tmp_path / "lfs"))
+    endpoint.download(oids[:2], dest, lambda *a: None)
+    endpoint.download(oids[2:], dest, lambda *a: None)
+    assert [dest.read(o) for o in oids] == blobs
+    batch_calls = [r for r in requests if r.endswith("/objects/batch")]
+    assert len(batch_calls) == (1 if reused else 2)
+    assert len(requests) == len(batch_calls) + 2, "one multi request a download"
+
+
 def test_a_corrupt_local_object_is_never_sent(tmp_path: Path, served: Served) -> None:
     src = MediaStore.create(str(tmp_path / "src"))
     good, bad = image_bytes(11), image_bytes(12)
@@ -421,6 +466,7 @@ def test_large_downloads_run_in_worker_processes(
 
     monkeypatch.setattr(httpremote, "PROCESS_THRESHOLD", 10)
     monkeypatch.setattr(httpremote, "BATCH", 6)
+    monkeypatch.setattr(httpremote, "MULTI_BATCH", 6)
     srv = MediaStore(str(served.root / "animals" / "lfs"))
     blobs = [image_bytes(100 + i) for i in range(30)]
     oids = [srv.add_bytes(b) for b in blobs]
@@ -431,6 +477,8 @@ def test_large_downloads_run_in_worker_processes(
     assert all(dest.read(o) == b for o, b in zip(oids, blobs, strict=True))
     assert seen[-1] == 30
     assert sum(p.endswith("/multi/download") for p in served.paths) == 5, "one request a batch"
+    # the workers reuse the pixvcs-multi href the parent learnt: one Batch API call in all
+    assert sum(p.endswith("/objects/batch") for p in served.paths) == 1
 
     rotten = oids[17]
     _rot(srv, rotten, 40, b"\x00\xff\x00")
