@@ -38,7 +38,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -283,15 +283,13 @@ def _chunk_task(
             fetcher = _fetcher(job, opts)
             pool = ThreadPoolExecutor(max_workers=min(opts.workers, len(todo)))
             try:
-                pending: set[Future[Outcome]] = {
-                    pool.submit(process_item, it, opts, fetcher, put) for it in todo
-                }
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        outcome = fut.result()
-                        store.append_outcome(job, index, outcome)
-                        out[outcome.url] = outcome
+                # as_completed waits on all of them at once; wait(FIRST_COMPLETED)
+                # in a loop took a lock round on every pending future per call
+                futures = [pool.submit(process_item, it, opts, fetcher, put) for it in todo]
+                for fut in as_completed(futures):
+                    outcome = fut.result()
+                    store.append_outcome(job, index, outcome)
+                    out[outcome.url] = outcome
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
             # no syncfs here: the commit task syncs once before it commits, and

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -481,8 +482,11 @@ def _fetch_some(
         return report
 
     pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="pixvcs-crawl")
+    # finished chunks come through a queue: wait(FIRST_COMPLETED) over the pending
+    # set costs a lock round on every pending future per call, O(chunks²) in all
+    finished: queue.SimpleQueue[Future[list[Outcome]]] = queue.SimpleQueue()
     try:
-        pending: set[Future[list[Outcome]]] = {
+        for n, chunk in enumerate(chunks):
             pool.submit(
                 process_chunk,
                 opts,
@@ -491,12 +495,15 @@ def _fetch_some(
                 store=put,
                 report=reporter(first + n),
                 examiner=examiner,
-            )
-            for n, chunk in enumerate(chunks)
-        }
-        while pending:
-            finished, pending = wait(pending, timeout=SAVE_INTERVAL, return_when=FIRST_COMPLETED)
-            for fut in finished:
+            ).add_done_callback(finished.put)
+        left = len(chunks)
+        while left:
+            try:
+                fut = finished.get(timeout=SAVE_INTERVAL)
+            except queue.Empty:
+                pass  # nothing finished this interval: report progress all the same
+            else:
+                left -= 1
                 fut.result()  # re-raise what went wrong in the chunk
             with lock:
                 progress("fetch", min(counter["done"], total), total)
