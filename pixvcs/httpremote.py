@@ -133,6 +133,8 @@ class HttpEndpoint:
         # the pixvcs-multi download (href, header) a batch answer gave, reusable
         # without asking again (docs/format.md, "The pixvcs-multi transfer")
         self._multi_download: tuple[str, dict[str, str]] | None = None
+        # a batch answer chose pixvcs-multi: a pixvcs server, which takes MULTI_BATCH
+        self._speaks_multi = False
 
     def _new_client(self) -> httpx.Client:
         import httpx
@@ -224,8 +226,10 @@ class HttpEndpoint:
             raise RemoteError(
                 self.url, f"the batch response leaves out {len(unanswered)} object(s)"
             )
-        if operation == "download" and transfer == multi.NAME:
-            self._learn_multi(out)
+        if transfer == multi.NAME:
+            self._speaks_multi = True
+            if operation == "download":
+                self._learn_multi(out)
         return str(transfer), out
 
     def _learn_multi(self, objects: list[dict[str, Any]]) -> None:
@@ -526,8 +530,17 @@ class HttpEndpoint:
         """Make sure the server holds ``oids``; returns how many were sent. The
         upload batch's answer says which objects the server lacks (those with
         an ``upload`` action), so no separate ``missing`` call is needed."""
-        batches = [list(oids[start : start + BATCH]) for start in range(0, len(oids), BATCH)]
         done = sent = 0
+        if not self._speaks_multi and len(oids) > BATCH and multi.NAME in self.transfers:
+            # the first batch's answer says whether the server takes batches of MULTI_BATCH
+            first, oids = list(oids[:BATCH]), oids[BATCH:]
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                sent += self._upload_batch(first, src, pool)
+            done += len(first)
+            progress("upload", done, done + len(oids))
+        size = MULTI_BATCH if self._speaks_multi else BATCH
+        batches = [list(oids[start : start + size]) for start in range(0, len(oids), size)]
+        total = done + len(oids)
         with (
             ThreadPoolExecutor(max_workers=self.workers) as pool,
             ThreadPoolExecutor(max_workers=BATCHES_IN_FLIGHT) as batches_pool,
@@ -537,7 +550,7 @@ class HttpEndpoint:
                 for future, batch in zip(futures, batches, strict=True):
                     sent += future.result()
                     done += len(batch)
-                    progress("upload", done, len(oids))
+                    progress("upload", done, total)
             except BaseException:
                 for future in futures:
                     future.cancel()

@@ -135,7 +135,9 @@ def test_push_and_clone_move_media_in_multi_requests_byte_exact(
     assert a.push().media_sent == 240
     uploads = [p for p in served.paths if p.endswith("/objects/multi/upload")]
     puts = [p for p in served.paths if "/objects/" in p and "multi" not in p and "batch" not in p]
-    assert len(uploads) == 3 and puts == [], "one request per batch, no per-object request"
+    # the first batch of 100 learns that the server speaks pixvcs-multi, the other
+    # 140 go in one batch (up to 1000): one request each, no per-object request
+    assert len(uploads) == 2 and puts == []
     assert not any(p.endswith("/verify") for p in served.paths)
     assert served.stored() == sorted({_oid(d) for d in data.values()})
     assert served.strays() == []
@@ -422,6 +424,28 @@ def test_a_multi_href_is_reused_only_if_it_never_expires_and_is_the_servers(
     batch_calls = [r for r in requests if r.endswith("/objects/batch")]
     assert len(batch_calls) == (1 if reused else 2)
     assert len(requests) == len(batch_calls) + 2, "one multi request a download"
+
+
+@pytest.mark.parametrize("transfer, sizes", [("basic", [100, 100, 50]), (multi.NAME, [100, 150])])
+def test_upload_batches_grow_to_1000_only_for_a_server_that_speaks_pixvcs_multi(
+    tmp_path: Path, transfer: str, sizes: list[int]
+) -> None:
+    """git-lfs servers get git-lfs's batches of 100; after a pixvcs-multi answer
+    (a pixvcs server, which takes 1000) the rest of the upload goes in one batch."""
+    src = MediaStore.create(str(tmp_path / "src"))
+    oids = [src.add_bytes(b"object %d" % i) for i in range(250)]
+    asked: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        asked.append(len(body["objects"]))
+        # the server holds everything already: no upload actions, nothing is sent
+        objects = [{"oid": o["oid"], "size": o["size"]} for o in body["objects"]]
+        return httpx.Response(200, json={"transfer": transfer, "objects": objects})
+
+    endpoint = HttpEndpoint("http://srv/x", transport=httpx.MockTransport(handler))
+    assert endpoint.upload(oids, src, lambda *a: None) == 0
+    assert asked == sizes
 
 
 def test_a_corrupt_local_object_is_never_sent(tmp_path: Path, served: Served) -> None:
