@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     import httpx
 
 BATCHES_IN_FLIGHT = 3  # batches whose transfers overlap
-#: Objects per download batch once the server has answered with pixvcs-multi:
-#: a pixvcs server takes up to 1000 (stock servers get git-lfs's 100, BATCH).
+#: Objects per batch (download or upload) once the server has answered with
+#: pixvcs-multi: a pixvcs server takes up to 1000 (others get git-lfs's 100, BATCH).
 MULTI_BATCH = 1000
 
 
