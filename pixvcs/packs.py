@@ -20,8 +20,9 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+from dulwich.object_format import SHA1
 from dulwich.objects import ShaFile
-from dulwich.pack import write_pack_index
+from dulwich.pack import pack_object_header, write_pack_index
 
 from . import fsutil
 
@@ -61,16 +62,9 @@ def add_objects(store: Any, objects: Sequence[tuple[ShaFile, str | None]]) -> No
 
 
 def object_header(type_num: int, size: int) -> bytes:
-    """A pack entry's header for a whole object (git's variable-length size)."""
-    out = bytearray()
-    c = (type_num << 4) | (size & 15)
-    size >>= 4
-    while size:
-        out.append(c | 0x80)
-        c = size & 0x7F
-        size >>= 7
-    out.append(c)
-    return bytes(out)
+    """A pack entry's header for a whole object (git's variable-length size):
+    dulwich's encoder, for a whole object of a SHA-1 pack."""
+    return bytes(pack_object_header(type_num, None, size, SHA1))
 
 
 def write_pack(base: str, objects: Sequence[ShaFile]) -> bytes:
