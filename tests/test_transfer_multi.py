@@ -445,7 +445,8 @@ def test_upload_batches_grow_to_1000_only_for_a_server_that_speaks_pixvcs_multi(
 
     endpoint = HttpEndpoint("http://srv/x", transport=httpx.MockTransport(handler))
     assert endpoint.upload(oids, src, lambda *a: None) == 0
-    assert asked == sizes
+    # the first batch goes alone; the later ones overlap, so their order varies
+    assert asked[0] == sizes[0] and sorted(asked[1:]) == sorted(sizes[1:])
 
 
 def test_a_corrupt_local_object_is_never_sent(tmp_path: Path, served: Served) -> None:
