@@ -1,6 +1,7 @@
 """A crawled image is recorded with exactly the facts `pixvcs add` records for the same
 file (the same validating decode and the same perceptual-hash recipe), whether it is
-examined on the crawl's threads or in its worker processes; and what does not decode
+examined on the crawl's threads, in its examining processes or in crawling processes
+that fetch too; and what does not decode
 fully is refused either way."""
 
 from __future__ import annotations
@@ -46,18 +47,19 @@ def _facts(repo: Repo, oids: list[str]) -> dict[str, tuple[object, ...]]:
     return {o: (r.width, r.height, r.format, r.mode, r.phash) for o, r in rows.items()}
 
 
-@pytest.mark.parametrize(
-    "processes", [None, 2], ids=["threads", "processes"]
-)
+@pytest.mark.parametrize("mode", ["threads", "examiners", "crawl-processes"])
 def test_crawl_records_what_add_records(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: int | None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     images = _images()
-    if processes:  # examine in worker processes even for this small crawl
-        monkeypatch.setattr(pipeline, "EXAMINE_PROCESSES", processes)
+    monkeypatch.setattr(pipeline, "EXAMINE_IN_PROCESSES_FROM", 10**9)
+    monkeypatch.setattr(pipeline, "CRAWL_IN_PROCESSES_FROM", 10**9)
+    if mode == "examiners":  # examine in worker processes even for this small crawl
+        monkeypatch.setattr(pipeline, "EXAMINE_PROCESSES", 2)
         monkeypatch.setattr(pipeline, "EXAMINE_IN_PROCESSES_FROM", 1)
-    else:
-        monkeypatch.setattr(pipeline, "EXAMINE_IN_PROCESSES_FROM", 10**9)
+    elif mode == "crawl-processes":  # fetch and examine in 2 crawling processes
+        monkeypatch.setattr(pipeline, "CRAWL_PROCESSES", 2)
+        monkeypatch.setattr(pipeline, "CRAWL_IN_PROCESSES_FROM", 1)
     site = Site({p: image(d) for p, d in images.items()})
     site["/truncated.jpg"] = image(TRUNCATED, "image/jpeg")
     urls = tmp_path / "urls.txt"

@@ -9,6 +9,7 @@ Modules, one per concept (docs/crawling.md explains the whole):
     fetch.py      Fetcher: polite, bounded, retrying HTTP with httpx
     limits.py     per-host slots and pace: per process, or shared through Redis
     chunk.py      process_chunk: one unit of work (fetch, validate, hash, store)
+    procs.py      CrawlProcesses: forked processes that each fetch and examine
     dedupe.py     exact and near duplicates, deterministically
     job.py        job ids and resumable job state
     pipeline.py   start / resume / status: the in-process pipeline and the commit

@@ -71,6 +71,7 @@ class Fetched:
 class _Host:
     key: str  # scheme://netloc: what the limits count by
     lock: threading.Lock = field(default_factory=threading.Lock)
+    robots_lock: threading.Lock = field(default_factory=threading.Lock)  # one reader at a time
     robots: urllib.robotparser.RobotFileParser | None = None
     robots_checked: bool = False
     robots_error: str | None = None
@@ -119,6 +120,7 @@ class Fetcher:
         limits: Limits | None = None,
     ) -> None:
         self.options = options
+        self._given = (transport, sleep, clock, version)  # for forked()
         # per-host slots and pace: this process's own, or shared by a job's workers
         self.limits: Limits = limits or LocalLimits(
             options.per_host_concurrency, sleep=sleep, clock=clock
@@ -157,6 +159,13 @@ class Fetcher:
 
     def close(self) -> None:
         self.client.close()
+
+    def forked(self, options: CrawlOptions) -> Fetcher:
+        """A new fetcher like this one, with ``options``, for a forked process:
+        its own connections, limits and robots.txt (a connection the parent may
+        hold is not shared); a transport given to this one (a test's) is kept."""
+        transport, sleep, clock, version = self._given
+        return Fetcher(options, transport=transport, sleep=sleep, clock=clock, version=version)
 
     def __enter__(self) -> Fetcher:
         return self
@@ -324,7 +333,9 @@ class Fetcher:
         with host.lock:
             checked = host.robots_checked
         if not checked:
-            self._load_robots(host, f"{parts.scheme}://{parts.netloc}/robots.txt")
+            with host.robots_lock:  # the other threads wait for the one reading it
+                if not host.robots_checked:
+                    self._load_robots(host, f"{parts.scheme}://{parts.netloc}/robots.txt")
         if host.robots_error:
             return host.robots_error
         if host.robots is not None and not host.robots.can_fetch(ROBOTS_AGENT, url):

@@ -194,8 +194,15 @@ class JobStore:
         """Journal one outcome of chunk ``index``: one JSON line, appended with a single
         write (O_APPEND), so concurrent writers never interleave within a line. A line
         torn by a kill is ignored by :meth:`read_journal` (its URL is fetched again)."""
+        self.append_outcomes(job, index, [outcome])
+
+    def append_outcomes(self, job: str, index: int, outcomes: list[Outcome]) -> None:
+        """Journal outcomes of chunk ``index`` as :meth:`append_outcome` does, all
+        in one write."""
+        if not outcomes:
+            return
         directory = self.journal_dir(job)
-        line = json.dumps(outcome.to_json(), sort_keys=True).encode() + b"\n"
+        line = b"".join(json.dumps(o.to_json(), sort_keys=True).encode() + b"\n" for o in outcomes)
         path = os.path.join(directory, f"{index:06d}.jsonl")
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         try:

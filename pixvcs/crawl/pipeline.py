@@ -44,6 +44,7 @@ from .fetch import Fetcher
 from .job import JobState, JobStore, check_job_id, new_job_id
 from .options import CrawlOptions
 from .pages import discover
+from .procs import CrawlProcesses, split_options
 from .providers import TemplateProvider
 from .sources import Item, check_label, check_url, read_keyword_config, read_url_file
 
@@ -72,6 +73,10 @@ EXAMINE_IN_PROCESSES_FROM = 64
 #: Worker processes examining images: None is one per core, at most 8 (and none on
 #: one core, where they would only add the trip through a pipe).
 EXAMINE_PROCESSES: int | None = None
+#: URLs to fetch from which the crawl runs in crawling processes (:func:`_processes`).
+CRAWL_IN_PROCESSES_FROM = 64
+#: Crawling processes: None is one per core, at most 8.
+CRAWL_PROCESSES: int | None = None
 
 
 class _Stopped(Exception):
@@ -403,10 +408,14 @@ def _fetch(
     total = len(state.items)
     todo = [it for it in state.items if not _is_done(repo, state.outcomes.get(it.url))]
     wanted = len(todo) if state.max_images is None else min(len(todo), state.max_images)
-    examiner = _examiner(repo, state.options, wanted)
+    procs = _processes(repo, fetcher, state.options, wanted)
+    examiner = None if procs is not None else _examiner(repo, state.options, wanted)
+    workers: Examiner | CrawlProcesses | None = procs or examiner
+    ok = False
     try:
         if state.max_images is None:
-            _fetch_some(repo, store, state, fetcher, progress, todo, total, examiner)
+            _fetch_some(repo, store, state, fetcher, progress, todo, total, workers)
+            ok = True
             return
         tried: set[str] = set()
         while True:
@@ -419,11 +428,34 @@ def _fetch(
             if not todo:
                 break
             tried.update(it.url for it in todo)
-            _fetch_some(repo, store, state, fetcher, progress, todo, total, examiner)
+            _fetch_some(repo, store, state, fetcher, progress, todo, total, workers)
         progress("fetch", total, total)
+        ok = True
     finally:
         if examiner is not None:
             examiner.close()
+        if procs is not None:
+            if ok:
+                procs.close()
+                fetcher.requests += procs.requests
+            else:
+                procs.kill()
+
+
+def _processes(
+    repo: Repo, fetcher: Fetcher, options: CrawlOptions, count: int
+) -> CrawlProcesses | None:
+    """Crawling processes that fetch and examine on their own (one per core, at
+    most 8), when there are several cores, enough URLs to repay starting them,
+    and politeness settings they can split (:func:`split_options`); else None."""
+    cores = os.cpu_count() or 1
+    if cores < 2 or count < CRAWL_IN_PROCESSES_FROM or not can_fork():
+        return None
+    processes = CRAWL_PROCESSES or min(cores, 8)
+    each = split_options(options, processes)
+    if each is None:
+        return None
+    return CrawlProcesses(fetcher, each, repo.media.root, processes)
 
 
 def _examiner(repo: Repo, options: CrawlOptions, count: int) -> ProcessExaminer | None:
@@ -445,7 +477,7 @@ def _fetch_some(
     progress: Progress,
     todo: list[Item],
     total: int,
-    examiner: Examiner | None = None,
+    workers: Examiner | CrawlProcesses | None = None,
 ) -> None:
     done = len(state.outcomes)
     progress("fetch", min(done, total), total)
@@ -461,6 +493,26 @@ def _fetch_some(
 
     lock = threading.Lock()
     counter = {"done": done}
+    if isinstance(workers, CrawlProcesses):
+        first = int(state.tasks.get("chunks", 0))
+        state.tasks["chunks"] = first + len(chunks)
+
+        def record(index: int, outcomes: list[Outcome]) -> None:
+            store.append_outcomes(state.job, index, outcomes)
+            for outcome in outcomes:
+                if outcome.url not in state.outcomes:
+                    counter["done"] += 1
+                state.outcomes[outcome.url] = outcome
+
+        workers.run(
+            [(first + n, chunk) for n, chunk in enumerate(chunks)],
+            record,
+            lambda: progress("fetch", min(counter["done"], total), total),
+            SAVE_INTERVAL,
+        )
+        store.save(state)
+        return
+    examiner = workers
 
     stopping = threading.Event()
     # each chunk journals its outcomes as they come (one appended line each: no

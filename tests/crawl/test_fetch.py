@@ -72,6 +72,31 @@ def test_robots_txt_is_respected_and_can_be_ignored() -> None:
     assert site.log.count("/robots.txt") == 1
 
 
+def test_robots_txt_is_read_once_by_many_threads_at_once() -> None:
+    """Threads that meet a new host together wait for the one reading its robots.txt."""
+    site = Site(
+        {
+            "/robots.txt": always(Resp(200, b"User-agent: *\nDisallow: /private/\n")),
+            **{f"/{k}.png": image(PNG) for k in range(16)},
+        }
+    )
+    slow = site.transport()
+
+    def robots_take_time(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/robots.txt":
+            time.sleep(0.2)  # every thread arrives while the first is still reading it
+        return slow.handle_request(request)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    urls = [f"http://h.example/{k}.png" for k in range(16)]
+    transport = httpx.MockTransport(robots_take_time)
+    with Fetcher(FAST, transport=transport) as f, ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(f.fetch_image, urls))
+    assert all(g.kind == "ok" for g in got)
+    assert site.log.count("/robots.txt") == 1
+
+
 def test_robots_rules_for_pixvcs_and_unreachable_robots() -> None:
     site = Site(
         {

@@ -1,0 +1,160 @@
+"""The in-process crawl in forked crawling processes (pixvcs/crawl/procs.py): each
+fetches, examines and stores its share; politeness holds across them; a process
+that dies is an error naming it, and the job resumes without fetching again what
+was journalled."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pixvcs import Repo
+from pixvcs.crawl import CrawlOptions, CrawlRequest, pipeline, procs, resume, start
+from pixvcs.crawl.chunk import can_fork
+from pixvcs.crawl.job import JobStore
+from pixvcs.crawl.procs import CrawlProcessError, split_options
+from tests.crawl.site import Resp, Site, pattern_image
+
+AUTHOR = "Crawl Test <crawl@example.org>"
+assert can_fork(), "the crawling processes are forked: a platform without fork fails here"
+
+
+class InFlight:
+    """Routes that count the requests in flight at once (from the route's call
+    until the body is sent, the delay included), and the most seen."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def route(self, data: bytes, delay: float) -> Any:
+        def body() -> Iterator[bytes]:
+            with self.lock:
+                self.now -= 1
+            yield data
+
+        def respond(n: int) -> Resp:
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            return Resp(200, body, {"content-type": "image/png"}, delay=delay)
+
+        return respond
+
+
+@pytest.fixture
+def two_processes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Crawl in 2 crawling processes whatever the size; records each start's count."""
+    monkeypatch.setattr(pipeline, "CRAWL_IN_PROCESSES_FROM", 1)
+    monkeypatch.setattr(pipeline, "CRAWL_PROCESSES", 2)
+    started: list[int] = []
+    real = procs.CrawlProcesses.__init__
+
+    def spy(self: procs.CrawlProcesses, *args: Any) -> None:
+        started.append(args[-1])
+        real(self, *args)
+
+    monkeypatch.setattr(procs.CrawlProcesses, "__init__", spy)
+    return started
+
+
+def _urls(tmp_path: Path, base: str, paths: list[str]) -> str:
+    f = tmp_path / "urls.txt"
+    f.write_text("".join(f"{base}{p}\n" for p in paths))
+    return str(f)
+
+
+def test_split_options_keeps_politeness() -> None:
+    opts = CrawlOptions(per_host_rate=0, per_host_concurrency=5, workers=8)
+    each = split_options(opts, 2)
+    assert each is not None and each.per_host_concurrency == 2 and each.workers == 8
+    # a pace per host, or fewer slots than processes: not split (threads crawl)
+    assert split_options(CrawlOptions(per_host_rate=4.0, per_host_concurrency=8), 2) is None
+    assert split_options(CrawlOptions(per_host_rate=0, per_host_concurrency=1), 2) is None
+
+
+def test_processes_crawl_keep_per_host_concurrency(
+    tmp_path: Path, two_processes: list[int]
+) -> None:
+    counter = InFlight()
+    paths = [f"/i{k}.png" for k in range(60)]
+    site = Site({p: counter.route(pattern_image(k), 0.04) for k, p in enumerate(paths)})
+    repo = Repo.init(str(tmp_path / "r"))
+    opts = CrawlOptions(per_host_rate=0, per_host_concurrency=4, workers=8, chunk_size=4)
+    with site.serve() as base:
+        state = start(
+            repo, CrawlRequest(urls_file=_urls(tmp_path, base, paths), label="web"), opts,
+            author=AUTHOR,
+        )  # fmt: skip
+    assert two_processes == [2]
+    assert state.status == "done" and state.summary["added"] == 60
+    # each process had 2 of the host's 4 slots, and both used them at once
+    assert 2 < counter.most <= 4
+    # counted in the processes, summed: the images, and robots.txt once in each
+    assert site.log.count("/robots.txt") == 2
+    assert state.summary["requests"] == 62
+    assert sorted(site.hits()) == sorted(paths) and set(site.hits().values()) == {1}
+    images = {e.path for e in repo.ls(state.commit) if e.path.startswith("web/")}
+    assert len(images) == 60
+
+
+def test_a_pace_per_host_crawls_on_threads(tmp_path: Path, two_processes: list[int]) -> None:
+    paths = [f"/i{k}.png" for k in range(6)]
+    site = Site({p: counter_free(k) for k, p in enumerate(paths)})
+    repo = Repo.init(str(tmp_path / "r"))
+    opts = CrawlOptions(per_host_rate=200.0, per_host_concurrency=4, workers=4)
+    with site.serve() as base:
+        state = start(
+            repo, CrawlRequest(urls_file=_urls(tmp_path, base, paths), label="web"), opts,
+            author=AUTHOR,
+        )  # fmt: skip
+    assert two_processes == []  # the processes could not share one pace
+    assert state.summary["added"] == 6
+
+
+def counter_free(k: int) -> Any:
+    data = pattern_image(k)
+    return lambda n: Resp(200, data, {"content-type": "image/png"})
+
+
+def test_a_killed_crawl_process_fails_the_job_and_it_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, two_processes: list[int]
+) -> None:
+    paths = [f"/i{k}.png" for k in range(40)]
+    site = Site({p: counter_free(k) for k, p in enumerate(paths)})
+    repo = Repo.init(str(tmp_path / "r"))
+    opts = CrawlOptions(per_host_rate=0, per_host_concurrency=2, workers=2, chunk_size=2)
+    real = procs.process_item
+
+    def dies_on_i30(item: Any, *args: Any) -> Any:
+        if item.url.endswith("/i30.png"):
+            os.kill(os.getpid(), signal.SIGKILL)  # in the crawling process, mid-job
+        return real(item, *args)
+
+    monkeypatch.setattr(procs, "process_item", dies_on_i30)
+    with site.serve() as base:
+        request = CrawlRequest(urls_file=_urls(tmp_path, base, paths), label="web")
+        with pytest.raises(CrawlProcessError, match=r"crawling process died .*exit code -9"):
+            start(repo, request, opts, author=AUTHOR)
+        store = JobStore(repo.state_dir, repo.tmp_dir)
+        (job,) = store.jobs()
+        journalled = store.read_journal(job)
+        assert journalled and all(o.status == "stored" for o in journalled.values())
+        assert len(journalled) < 40
+        before = site.hits()
+
+        monkeypatch.setattr(procs, "process_item", real)
+        state = resume(repo, job, author=AUTHOR)
+    assert state.status == "done" and state.summary["added"] == 40
+    after = site.hits()
+    for url in journalled:  # stored before the kill: not fetched again
+        path = url[len(base) :]
+        assert before[path] == after[path] == 1
+    assert set(after) == set(paths)
