@@ -35,6 +35,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ ROOT = HERE.parent
 WORK = HERE / "work"
 I2D_VENV = WORK / "i2d-venv"
 THREADS = 32
+TOOLS = ("img2dataset", "pixvcs_inprocess", "pixvcs_workers2")
 
 sys.path.insert(0, str(HERE))
 import run as bench_run  # noqa: E402
@@ -131,8 +133,8 @@ def pixvcs(*args: str) -> list[str]:
 CRAWL_FLAGS = ["--rate", "0", "--per-host", str(2 * THREADS), "--workers", str(THREADS), "--json"]
 
 
-def bench_inprocess(work: Path, urls: Path) -> float:
-    repo = work / "inproc"
+def bench_inprocess(work: Path, urls: Path, tag: str = "") -> float:
+    repo = work / f"inproc{tag}"
     run(pixvcs("init", str(repo)))
     settle()
     return run(
@@ -140,8 +142,8 @@ def bench_inprocess(work: Path, urls: Path) -> float:
     )
 
 
-def bench_workers(work: Path, urls: Path, n_workers: int = 2) -> float:
-    repo = work / "celery"
+def bench_workers(work: Path, urls: Path, n_workers: int = 2, tag: str = "") -> float:
+    repo = work / f"celery{tag}"
     run(pixvcs("init", str(repo)))
     port = free_port()
     redis = subprocess.Popen(
@@ -154,7 +156,7 @@ def bench_workers(work: Path, urls: Path, n_workers: int = 2) -> float:
     try:
         wait_port(port)
         for i in range(n_workers):
-            log = open(work / f"worker-{i}.log", "wb")  # noqa: SIM115
+            log = open(work / f"worker{tag}-{i}.log", "wb")  # noqa: SIM115
             workers.append(
                 subprocess.Popen(
                     pixvcs(
@@ -211,9 +213,9 @@ def ensure_img2dataset() -> Path:
     return exe
 
 
-def bench_img2dataset(work: Path, urls: Path, processes: int = 2) -> float:
+def bench_img2dataset(work: Path, urls: Path, processes: int = 2, tag: str = "") -> float:
     exe = ensure_img2dataset()
-    out = work / "i2d"
+    out = work / f"i2d{tag}"
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
     settle()
     return run(
@@ -234,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1000,10000")
     ap.add_argument("--out", default=str(HERE / "results-crawl.json"))
     ap.add_argument("--md", default=str(HERE / "results.md"), help="results.md to put a section in")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each tool (median kept)")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--note", help="conditions of the run worth saying (kept in the results)")
     args = ap.parse_args(argv)
@@ -249,7 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         write_section(args.md, results)
         return 0
     assert shutil.which("redis-server"), "redis-server is missing (make system-deps)"
-    results: dict[str, Any] = {"cores": os.cpu_count(), "threads_per_process": THREADS, "runs": {}}
+    results: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "threads_per_process": THREADS,
+        "repeats": args.repeats,
+        "runs": {},
+    }
     for n in (int(x) for x in args.sizes.split(",")):
         src = dataset(n)
         work = WORK / f"crawl-{n}"
@@ -262,14 +270,25 @@ def main(argv: list[str] | None = None) -> int:
             urls = work / "urls.txt"
             total_bytes = url_list(src, n, f"http://127.0.0.1:{port}", urls)
             row: dict[str, Any] = {"images": n, "bytes": total_bytes}
-            row["img2dataset_s"] = bench_img2dataset(work, urls)
-            row["img2dataset_files"] = count_files(work / "i2d", ".jpg")
-            row["pixvcs_inprocess_s"] = bench_inprocess(work, urls)
-            row["pixvcs_workers2_s"] = bench_workers(work, urls)
+            samples: dict[str, list[float]] = {k: [] for k in TOOLS}
+            for rep in range(args.repeats):  # alternated, so a slow spell hits every tool
+                tag = f"-{rep}"
+                samples["img2dataset"].append(bench_img2dataset(work, urls, tag=tag))
+                row["img2dataset_files"] = count_files(work / f"i2d{tag}", ".jpg")
+                samples["pixvcs_inprocess"].append(bench_inprocess(work, urls, tag=tag))
+                samples["pixvcs_workers2"].append(bench_workers(work, urls, tag=tag))
+                print(
+                    f"   {n} images, run {rep + 1}: "
+                    + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in samples.items()),
+                    flush=True,
+                )
+            for key, got in samples.items():
+                row[f"{key}_samples"] = [round(x, 3) for x in got]
+                row[f"{key}_s"] = statistics.median(got)
         finally:
             server.terminate()
             server.wait()
-        for key in ("img2dataset", "pixvcs_inprocess", "pixvcs_workers2"):
+        for key in TOOLS:
             row[f"{key}_ips"] = n / row[f"{key}_s"]
         row["inprocess_vs_img2dataset"] = row["pixvcs_inprocess_ips"] / row["img2dataset_ips"]
         row["workers2_vs_img2dataset"] = row["pixvcs_workers2_ips"] / row["img2dataset_ips"]
@@ -300,7 +319,9 @@ def write_section(md: str, results: dict[str, Any]) -> None:
         "--disable_all_reencoding`, 2 processes: it decodes nothing). Each command timed "
         "from its start (Python start-up included); workers started before the clock; "
         "before each, `sync` and nothing deleted in the last 310 s (README.md, Caveats); "
-        "pixvcs runs with its bytecode compiled, as installed.",
+        "pixvcs runs with its bytecode compiled, as installed. "
+        f"Each figure is the median of {results.get('repeats', 1)} run(s), the tools "
+        "alternated (every run is in results-crawl.json).",
         "",
         "| images | img2dataset | pixvcs in-process | pixvcs, 2 workers | in-process / img2dataset "
         "| 2 workers / img2dataset |",
