@@ -65,6 +65,14 @@ def two_processes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return started
 
 
+def _served(data: bytes) -> Any:
+    return lambda n: Resp(200, data, {"content-type": "image/png"})
+
+
+def _png(k: int) -> Any:
+    return _served(pattern_image(k))
+
+
 def _urls(tmp_path: Path, base: str, paths: list[str]) -> str:
     f = tmp_path / "urls.txt"
     f.write_text("".join(f"{base}{p}\n" for p in paths))
@@ -107,7 +115,7 @@ def test_processes_crawl_keep_per_host_concurrency(
 
 def test_a_pace_per_host_crawls_on_threads(tmp_path: Path, two_processes: list[int]) -> None:
     paths = [f"/i{k}.png" for k in range(6)]
-    site = Site({p: counter_free(k) for k, p in enumerate(paths)})
+    site = Site({p: _png(k) for k, p in enumerate(paths)})
     repo = Repo.init(str(tmp_path / "r"))
     opts = CrawlOptions(per_host_rate=200.0, per_host_concurrency=4, workers=4)
     with site.serve() as base:
@@ -119,16 +127,11 @@ def test_a_pace_per_host_crawls_on_threads(tmp_path: Path, two_processes: list[i
     assert state.summary["added"] == 6
 
 
-def counter_free(k: int) -> Any:
-    data = pattern_image(k)
-    return lambda n: Resp(200, data, {"content-type": "image/png"})
-
-
 def test_a_killed_crawl_process_fails_the_job_and_it_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, two_processes: list[int]
 ) -> None:
     paths = [f"/i{k}.png" for k in range(40)]
-    site = Site({p: counter_free(k) for k, p in enumerate(paths)})
+    site = Site({p: _png(k) for k, p in enumerate(paths)})
     repo = Repo.init(str(tmp_path / "r"))
     opts = CrawlOptions(per_host_rate=0, per_host_concurrency=2, workers=2, chunk_size=2)
     real = procs.process_item
@@ -158,3 +161,23 @@ def test_a_killed_crawl_process_fails_the_job_and_it_resumes(
         path = url[len(base) :]
         assert before[path] == after[path] == 1
     assert set(after) == set(paths)
+
+
+def test_max_images_waves_reuse_the_processes(tmp_path: Path, two_processes: list[int]) -> None:
+    """--max-images fetches in waves of what is still needed; the crawling processes
+    serve every wave, and URLs never needed are never fetched."""
+    a = pattern_image(1)
+    routes = {"/a.png": _served(a), "/a-copy.png": _served(a)}
+    routes.update({f"/{n}.png": _png(k) for k, n in enumerate("bcdef", start=2)})
+    site = Site(routes)
+    order = ["/a.png", "/a-copy.png", "/b.png", "/c.png", "/d.png", "/e.png", "/f.png"]
+    repo = Repo.init(str(tmp_path / "r"))
+    opts = CrawlOptions(per_host_rate=0, per_host_concurrency=2, workers=2, chunk_size=1)
+    with site.serve() as base:
+        request = CrawlRequest(urls_file=_urls(tmp_path, base, order), max_images=3)
+        state = start(repo, request, opts, author=AUTHOR)
+    assert two_processes == [2]  # started once, for both waves
+    s = state.summary
+    assert (s["added"], s["duplicates"], s["skipped"]) == (3, 1, 3)
+    # wave 1: a, a-copy (a duplicate), b; wave 2: c; d, e and f were never needed
+    assert sorted(site.hits()) == ["/a-copy.png", "/a.png", "/b.png", "/c.png"]
