@@ -58,8 +58,9 @@ def _serve(
     inherited: list[int],
 ) -> None:
     """A crawling process: chunks in, their outcomes out (all of a chunk's in one
-    message, when its last URL is done), until told to end (it then says how many requests it made)
-    or its pipe closes (the crawl is over or gone: it stops at once)."""
+    message, when its last URL is done), until told to end (it then says how
+    many requests it made) or its pipe closes (the crawl is over or gone: it
+    stops at once)."""
     worker_init()  # no inherited repository lock; dies with its parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the crawl's to handle
     for fd in inherited:
