@@ -220,12 +220,7 @@ def _serve_examiner(
     """A worker process of :class:`ProcessExaminer`: bodies in, verdicts out, until
     the other end closes. ``inherited``: descriptors of the parent's ends of the
     pipes, which a forked worker must close (or no worker would ever read EOF)."""
-    worker_init()  # no inherited repository lock; dies with its parent
-    # ^C is the crawl's to handle: it stops its threads, then closes the pipes
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for fd in inherited:
-        with contextlib.suppress(OSError):  # not open here: nothing to close
-            os.close(fd)
+    forked_worker_init(inherited)
     opts = CrawlOptions.from_json(options)
     media = MediaStore(lfs_dir)
 
@@ -246,6 +241,37 @@ def _serve_examiner(
             conn.send(reply)
         except Exception as e:  # noqa: BLE001 - an exception that does not pickle
             conn.send(("error", ExaminerError(f"{type(e).__name__}: {e}")))
+
+
+def start_forked(
+    ctx: Any,
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+    name: str,
+    open_ends: list[Connection],
+) -> tuple[Connection, BaseProcess]:
+    """Fork ``target(conn, *args, inherited)`` with a pipe to it: returns this
+    side's end and the process. ``open_ends``: this process's ends of the
+    pipes to the other workers; the new worker closes its copies of them and of
+    its own parent end (``inherited``, see :func:`forked_worker_init`)."""
+    mine, theirs = ctx.Pipe()
+    inherited = [c.fileno() for c in [*open_ends, mine]]
+    proc = ctx.Process(target=target, args=(theirs, *args, inherited), name=name, daemon=True)
+    proc.start()
+    theirs.close()
+    return mine, proc
+
+
+def forked_worker_init(inherited: list[int]) -> None:
+    """First steps of a worker forked by :func:`start_forked`: no inherited
+    repository lock, death with the parent, ^C left to the crawl (it stops its
+    threads, then closes the pipes), and the parent's pipe ends closed (or no
+    worker would ever read EOF)."""
+    worker_init()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in inherited:
+        with contextlib.suppress(OSError):  # not open here: nothing to close
+            os.close(fd)
 
 
 def can_fork() -> bool:
@@ -293,17 +319,9 @@ class ProcessExaminer:
             raise
 
     def _start(self, options: CrawlOptions, lfs_dir: str) -> None:
-        mine, theirs = self._ctx.Pipe()
-        # the worker closes its copies of the parent's ends, or none would read EOF
-        inherited = [c.fileno() for c in [*self._conns, mine]]
-        proc = self._ctx.Process(
-            target=_serve_examiner,
-            args=(theirs, options.to_json(), lfs_dir, inherited),
-            name="pixvcs-examine",
-            daemon=True,
+        mine, proc = start_forked(
+            self._ctx, _serve_examiner, (options.to_json(), lfs_dir), "pixvcs-examine", self._conns
         )
-        proc.start()
-        theirs.close()
         self._conns.append(mine)
         self._procs.append(proc)
         self._idle.put(mine)

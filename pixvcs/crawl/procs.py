@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -28,9 +27,8 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from ..fsutil import worker_init
 from ..media import MediaStore
-from .chunk import ExaminerError, Outcome, process_item
+from .chunk import ExaminerError, Outcome, forked_worker_init, process_item, start_forked
 from .fetch import Fetcher
 from .options import CrawlOptions
 from .sources import Item
@@ -61,11 +59,7 @@ def _serve(
     message, when its last URL is done), until told to end (it then says how
     many requests it made) or its pipe closes (the crawl is over or gone: it
     stops at once)."""
-    worker_init()  # no inherited repository lock; dies with its parent
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the crawl's to handle
-    for fd in inherited:
-        with contextlib.suppress(OSError):  # not open here: nothing to close
-            os.close(fd)
+    forked_worker_init(inherited)
     opts = CrawlOptions.from_json(options)
     fetcher = parent.forked(opts)
     media = MediaStore(lfs_dir)
@@ -133,16 +127,8 @@ class CrawlProcesses:
         self._procs: list[BaseProcess] = []
         try:
             for _ in range(processes):
-                mine, theirs = ctx.Pipe()
-                inherited = [c.fileno() for c in [*self._conns, mine]]
-                proc = ctx.Process(
-                    target=_serve,
-                    args=(theirs, fetcher, options.to_json(), lfs_dir, inherited),
-                    name="pixvcs-crawl",
-                    daemon=True,
-                )
-                proc.start()
-                theirs.close()
+                args = (fetcher, options.to_json(), lfs_dir)
+                mine, proc = start_forked(ctx, _serve, args, "pixvcs-crawl", self._conns)
                 self._conns.append(mine)
                 self._procs.append(proc)
         except BaseException:
