@@ -134,7 +134,12 @@ class Fetcher:
             write=options.read_timeout,
             pool=None,
         )
-        limits_ = httpx.Limits(max_connections=max(10, options.workers * 2))
+        # as many kept open between requests as may be open: httpcore (1.0.9) closes
+        # an idle connection whenever the pool holds more than the keep-alive limit
+        # in all, so with httpx's usual 20 a thread busy examining what it fetched
+        # loses its connection (tests/crawl/test_fetch.py)
+        pool = max(10, options.workers * 2)
+        limits_ = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         if transport is None and not urllib.request.getproxies():
             # what httpx.Client would make itself; with proxies in the environment
             # the client's own transports (one per proxy) are used instead

@@ -103,6 +103,7 @@ class Site:
     def __init__(self, routes: dict[str, Route] | None = None) -> None:
         self.routes: dict[str, Route] = dict(routes or {})
         self.log: list[str] = []
+        self.connections: set[tuple[str, int]] = set()  # real server: clients' addresses
         self._lock = threading.Lock()
 
     def __setitem__(self, path: str, route: Route) -> None:
@@ -142,6 +143,8 @@ class Site:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                with site._lock:
+                    site.connections.add(self.client_address)
                 resp = site.respond(self.path)
                 if resp.delay:
                     threading.Event().wait(resp.delay)

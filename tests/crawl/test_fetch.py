@@ -333,3 +333,27 @@ def test_an_endless_robots_txt_is_read_up_to_its_limit() -> None:
     with fetcher(site) as f:
         assert f.fetch_image("http://h.example/x/a.png").reason == "robots"
         assert f.fetch_image("http://h.example/ok.png").kind == "ok"
+
+
+def test_connections_stay_open_while_their_threads_examine_images() -> None:
+    """A thread's connection is idle while the thread examines what it fetched.
+    httpcore (1.0.9) closes an idle connection whenever the pool holds more than
+    ``max_keepalive_connections`` in all, idle or not: with httpx's usual 20, 32
+    threads would reconnect for most of their requests. The fetcher keeps as many
+    as it may open."""
+    threads = 32
+    slow = Resp(200, PNG, {"content-type": "image/png"}, delay=0.05)  # they overlap
+    site = Site({f"/{k}.png": always(slow) for k in range(threads * 4)})
+    opts = FAST.replace(workers=threads, per_host_concurrency=threads, respect_robots=False)
+
+    def fetch_and_examine(k: int) -> str:
+        got = f.fetch_image(f"{base}/{k}.png").kind
+        time.sleep(0.05)  # decoding and hashing it: the connection is idle meanwhile
+        return got
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with site.serve() as base, Fetcher(opts) as f, ThreadPoolExecutor(threads) as pool:
+        assert set(pool.map(fetch_and_examine, range(threads * 4))) == {"ok"}
+    # 68 with a keep-alive limit of 20
+    assert len(site.connections) <= threads, f"{len(site.connections)} connections"
