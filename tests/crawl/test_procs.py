@@ -5,6 +5,7 @@ was journalled."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -13,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from pixvcs import Repo
+from pixvcs.cli import main
 from pixvcs.crawl import CrawlOptions, CrawlRequest, pipeline, procs, resume, start
 from pixvcs.crawl.chunk import can_fork
 from pixvcs.crawl.job import JobStore
 from pixvcs.crawl.procs import CrawlProcessError, split_options
-from tests.crawl.site import Resp, Site, pattern_image
+from tests.crawl.site import Resp, Site, always, bomb_png, pattern_image, sequence
 
 AUTHOR = "Crawl Test <crawl@example.org>"
 assert can_fork(), "the crawling processes are forked: a platform without fork fails here"
@@ -181,3 +184,81 @@ def test_max_images_waves_reuse_the_processes(tmp_path: Path, two_processes: lis
     assert (s["added"], s["duplicates"], s["skipped"]) == (3, 1, 3)
     # wave 1: a, a-copy (a duplicate), b; wave 2: c; d, e and f were never needed
     assert sorted(site.hits()) == ["/a-copy.png", "/a.png", "/b.png", "/c.png"]
+
+
+def test_cli_crawl_in_processes_matches_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, two_processes: list[int]
+) -> None:
+    """`pixvcs crawl --json` over good and broken URLs: crawling processes and the
+    fetching threads report the same outcomes and commit the same images."""
+    good = {f"/img/{k}.png": pattern_image(1000 + k) for k in range(70)}
+
+    def site() -> Site:
+        return Site(
+            {
+                "/robots.txt": always(Resp(200, b"User-agent: *\nDisallow: /private/\n")),
+                **{p: _served(d) for p, d in good.items()},
+                "/dup.png": _served(good["/img/0.png"]),
+                "/flaky.png": sequence(
+                    Resp(500), Resp(200, pattern_image(2000), {"content-type": "image/png"})
+                ),
+                "/truncated.png": always(
+                    Resp(200, pattern_image(2001), {"content-type": "image/png"}, truncate=100)
+                ),
+                "/page.jpg": always(
+                    Resp(200, b"<html>no</html>" * 8, {"content-type": "image/jpeg"})
+                ),
+                "/bomb.png": _served(bomb_png()),
+                "/loop": always(Resp(302, headers={"location": "/loop"})),
+                "/private/x.png": _png(2002),
+            }
+        )
+
+    paths = [*good, "/dup.png", "/flaky.png", "/truncated.png", "/page.jpg", "/bomb.png",
+             "/loop", "/private/x.png", "/missing.png"]  # fmt: skip
+    results = {}
+    for mode in ("processes", "threads"):
+        if mode == "threads":
+            monkeypatch.setattr(pipeline, "CRAWL_IN_PROCESSES_FROM", 10**9)
+        repo = tmp_path / mode
+        Repo.init(str(repo)).close()
+        served = site()
+        with served.serve() as base:
+            out = CliRunner().invoke(
+                main,
+                [
+                    "-C",
+                    str(repo),
+                    "crawl",
+                    "--urls",
+                    _urls(tmp_path, base, paths),
+                    "--label",
+                    "web",
+                    "--rate",
+                    "0",
+                    "--per-host",
+                    "4",
+                    "--workers",
+                    "4",
+                    "--retries",
+                    "1",
+                    "--json",
+                ],  # fmt: skip
+                catch_exceptions=False,
+            )
+        assert out.exit_code == 0, out.output
+        result = json.loads(out.stdout)
+        with Repo.open(str(repo)) as r:
+            images = {(e.path, e.oid) for e in r.ls(result["commit"]) if e.path.startswith("web/")}
+        results[mode] = (result, images)
+        assert two_processes == [2]  # the first run only
+        assert served.log.count("/flaky.png") == 2 and "/private/x.png" not in served.log
+
+    (procs_result, procs_images), (threads_result, threads_images) = results.values()
+    assert procs_images == threads_images and len(procs_images) == 71  # 70 + flaky
+    for key in ("added", "duplicates", "invalid", "failed", "reasons"):
+        assert procs_result[key] == threads_result[key], key
+    assert procs_result["reasons"]["failed"] == {
+        "http-404": 1, "robots": 1, "too-many-redirects": 1, "network": 1,
+    }  # fmt: skip
+    assert procs_result["reasons"]["invalid"] == {"decompression-bomb": 1, "not-an-image": 1}
