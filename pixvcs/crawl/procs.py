@@ -6,7 +6,7 @@ HTTP client (about 0.6 ms of CPU an image with httpx) and on handing each body
 to the examining processes through a pipe; with two cores it was the crawl's
 bottleneck. Here every process does the whole of :func:`process_item` for the
 URLs it is given, and the crawl's own process only hands out chunks and
-journals the outcomes that come back (one small message each).
+journals the outcomes that come back (one message a finished chunk).
 
 Politeness holds across the processes: this mode is used only when no pace is
 set (``per_host_rate`` 0) and each process can have at least one of a host's
